@@ -1,0 +1,157 @@
+"""Load, default and validate a benchmark configuration.
+
+All defaults live here, in one place.  A config is validated twice: against the JSON
+schema in bench/schemas/ (shape, types, unknown keys) and by `check` (names that must
+exist in the registries, consistency between sections).  Every problem is reported as a
+one-line `ConfigError` naming the offending key.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from props.io import InputError
+from props.registry import DATASET_KINDS, JUDGES, METHODS
+
+SCHEMA_PATH = Path(__file__).resolve().parent.parent / "bench" / "schemas" / "config.schema.json"
+
+DEFAULTS: dict[str, Any] = {
+    "threads": 1,
+    "sft": {"epochs": 2, "batch_size": 32, "lr": 1e-3, "warmup_steps": 20, "weight_decay": 0.0,
+            "max_grad_norm": 1.0},
+    "dpo": {"beta": 0.1, "lr": 3e-4, "epochs": 2, "batch_size": 32, "warmup_steps": 10,
+            "weight_decay": 0.0, "max_grad_norm": 1.0},
+    "generation": {"max_prompt_tokens": 32, "max_new_tokens": 48, "temperature": 1.0,
+                   "batch_size": 128},
+    "judge": "gold",
+    "privacy": {"delta": 1e-5},
+    "props": {"stages": 2, "labeler_score": "loglik", "confidence": 0.95},
+    "dpsgd": {"max_grad_norm": 1.0, "accountant": "prv", "max_physical_batch_size": 32},
+}
+
+MODEL_DEFAULTS = {
+    "scratch": {"hidden_size": 128, "num_layers": 4, "num_heads": 4, "intermediate_size": 384,
+                "vocab_size": 1024, "freeze_embeddings": False,
+                "pretrain": {"epochs": 1, "batch_size": 64, "lr": 3e-3, "warmup_steps": 50,
+                             "weight_decay": 0.0, "max_grad_norm": 1.0}},
+}
+
+DATASET_DEFAULTS = {
+    "embedded": {"seed": 1234, "n_corpus": 60000, "n_sft": 2000, "n_pool": 2000, "n_eval": 500,
+                 "pair_sources": ["writer", "base"], "bt_temperature": 0.2},
+}
+
+
+class ConfigError(InputError):
+    pass
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _schema_error_line(err) -> str:
+    where = ".".join(str(p) for p in err.absolute_path) or "(top level)"
+    if err.validator == "additionalProperties":
+        extra = sorted(set(err.instance) - set(err.schema.get("properties", {})))
+        return f"config: unknown key {extra[0]!r} at {where}"
+    if err.validator == "required":
+        return f"config: {where}: {err.message}"
+    if err.validator == "oneOf" and "eps" in where:
+        return f"config: {where}: eps must be a number > 0 or 'inf', got {err.instance!r}"
+    return f"config: {where}: {err.message}"
+
+
+def validate_schema(cfg: dict) -> None:
+    import json
+
+    import jsonschema
+
+    schema = json.loads(SCHEMA_PATH.read_text())
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(cfg), key=lambda e: (len(e.absolute_path), str(e.absolute_path)))
+    if errors:
+        raise ConfigError(_schema_error_line(errors[0]))
+
+
+def resolve(cfg: dict) -> dict:
+    """Validate a raw config and return it with every default filled in."""
+    if not isinstance(cfg, dict) or not cfg:
+        raise ConfigError("config: empty or not a mapping")
+    validate_schema(cfg)
+    out = _merge(DEFAULTS, cfg)
+    out["models"] = {n: _merge(MODEL_DEFAULTS.get(m["source"], {}), m) for n, m in cfg["models"].items()}
+    out["datasets"] = {n: _merge(DATASET_DEFAULTS.get(d["kind"], {}), d)
+                       for n, d in cfg["datasets"].items()}
+    check(out)
+    return out
+
+
+def check(cfg: dict) -> None:
+    for m in cfg["methods"]:
+        if m not in METHODS:
+            raise ConfigError(f"config: unknown method {m!r} (known: {', '.join(METHODS)})")
+    if cfg["judge"] not in JUDGES:
+        raise ConfigError(f"config: unknown judge {cfg['judge']!r} (known: {', '.join(JUDGES)})")
+    for name, d in cfg["datasets"].items():
+        if d["kind"] not in DATASET_KINDS:
+            raise ConfigError(f"config: dataset {name!r}: kind {d['kind']!r} is not available "
+                              f"(known: {', '.join(DATASET_KINDS)})")
+        if d["kind"] == "embedded" and d["n_pool"] < 2 * cfg["props"]["stages"]:
+            raise ConfigError(f"config: dataset {name!r}: n_pool must be at least 2 per PROPS stage")
+    for name, m in cfg["models"].items():
+        if m["source"] in ("hub", "local") and not m.get("id"):
+            raise ConfigError(f"config: model {name!r}: source {m['source']!r} needs 'id'")
+        if m["source"] == "scratch" and m["hidden_size"] % m["num_heads"]:
+            raise ConfigError(f"config: model {name!r}: hidden_size must be a multiple of num_heads")
+        for d in cfg["datasets"].values():
+            if m["source"] == "scratch" and d["kind"] != "embedded":
+                raise ConfigError(f"config: model {name!r} is trained from scratch and needs "
+                                  "the embedded dataset")
+    for e in cfg["eps"]:
+        if isinstance(e, str) and e != "inf":
+            raise ConfigError(f"config: eps must be a number > 0 or 'inf', got {e!r}")
+    if any(str(e) == "inf" for e in cfg["eps"]) and len(cfg["eps"]) == 1 and any(
+            METHODS[m].private for m in cfg["methods"]):
+        pass  # private methods at eps = inf are simply their non-private limit
+
+
+def load(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"config: file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config: {path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    return resolve(raw)
+
+
+def eps_values(cfg: dict) -> list[float]:
+    return [math.inf if str(e) == "inf" else float(e) for e in cfg["eps"]]
+
+
+def grid(cfg: dict) -> list[dict]:
+    """Every run of the grid: model x dataset x method x eps x seed.
+
+    Non-private methods run once, at eps = inf; private ones at every eps of the grid
+    (eps = inf included when listed, as the no-noise limit of the mechanism).
+    """
+    runs = []
+    for model in cfg["models"]:
+        for dataset in cfg["datasets"]:
+            for method in cfg["methods"]:
+                eps_list = eps_values(cfg) if METHODS[method].private else [math.inf]
+                for eps in eps_list:
+                    for seed in cfg["seeds"]:
+                        runs.append({"model": model, "dataset": dataset, "method": method,
+                                     "eps": eps, "seed": seed})
+    return runs
