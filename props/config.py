@@ -155,3 +155,34 @@ def grid(cfg: dict) -> list[dict]:
                         runs.append({"model": model, "dataset": dataset, "method": method,
                                      "eps": eps, "seed": seed})
     return runs
+
+
+def run_spec(cfg: dict, model: str | None, dataset: str) -> dict:
+    """Everything that decides one run's result besides (method, eps, seed): recorded in its
+    metrics.json as the resolved config, and passed to the training step.  The grid lists
+    (methods, eps, seeds) are left out on purpose, so that growing the grid does not
+    invalidate finished runs."""
+    keys = ("sft", "dpo", "generation", "judge", "privacy", "props", "dpsgd")
+    return {"tier": cfg["tier"],
+            "model": {"name": model, **cfg["models"][model]} if model else None,
+            "dataset": {"name": dataset, **cfg["datasets"][dataset]},
+            **{k: cfg[k] for k in keys}}
+
+
+# Which parts of the run spec each workflow step depends on.  The workflow passes each
+# step only these, so Snakemake reruns a step exactly when one of them changes.
+STEP_KEYS = {
+    "data": ("tier", "dataset"),
+    "base": ("dataset", "model"),
+    "sft": ("dataset", "model", "sft"),
+    "pool": ("dataset", "model", "sft", "generation"),
+    "train": None,  # everything
+    "generate": ("generation",),
+    "judge": ("judge",),
+}
+
+
+def step_spec(cfg: dict, step: str, model: str | None, dataset: str) -> dict:
+    spec = run_spec(cfg, model, dataset)
+    keys = STEP_KEYS[step]
+    return spec if keys is None else {k: spec[k] for k in keys}

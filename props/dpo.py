@@ -103,7 +103,7 @@ def train_dpo(model, a: Sequence[Encoded], b: Sequence[Encoded], ref_a: torch.Te
             torch.nn.utils.clip_grad_norm_(model.parameters(), settings.max_grad_norm)
         opt.step()
         sched.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
         accs.append(float(((pc - rc) > (pr - rr)).float().mean()))
         bar.update(1)
     bar.close()

@@ -152,7 +152,7 @@ def train_lm(model, examples: Sequence[Encoded], pad_id: int, *, epochs: float, 
             torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
         opt.step()
         sched.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
         bar.update(1)
         if len(losses) % 50 == 0:
             bar.set_postfix(loss=f"{sum(losses[-50:]) / 50:.3f}")
@@ -181,7 +181,7 @@ def generate(model, tok, prompts: Sequence[str], *, max_prompt_tokens: int, max_
         for i, c in enumerate(chunk):
             ids[i, length - len(c):] = torch.tensor(c)
             attn[i, length - len(c):] = 1
-        torch.manual_seed(seed * 1_000_003 + b)
+        torch.manual_seed((seed * 1_000_003 + b) % (1 << 62))
         kw = dict(do_sample=True, temperature=temperature, top_k=0, top_p=1.0) if temperature > 0 \
             else dict(do_sample=False)
         out = model.generate(input_ids=ids.to(dev), attention_mask=attn.to(dev),

@@ -33,11 +33,11 @@ def seed_everything(seed: int) -> None:
 
 
 def derive_seed(*parts: object) -> int:
-    """A stable 63-bit seed from any tuple of names and numbers (not Python's hash())."""
+    """A stable 31-bit seed from any tuple of names and numbers (not Python's hash())."""
     import hashlib
 
     h = hashlib.sha256("\x1f".join(str(p) for p in parts).encode()).digest()
-    return int.from_bytes(h[:8], "little") & ((1 << 63) - 1)
+    return int.from_bytes(h[:8], "little") & ((1 << 31) - 1)
 
 
 def device() -> str:

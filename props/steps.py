@@ -7,7 +7,6 @@ change to an unrelated key does not rerun a step).
 
 from __future__ import annotations
 
-import math
 import platform
 import subprocess
 import time
@@ -65,11 +64,7 @@ def step_base(model_spec: dict, data: Path, out: Path, seed: int, threads: int) 
         tok = load_tokenizer(td)
     model = build_scratch(model_spec, tok).to(device())
     _log(f"base: tiny Llama with {count_parameters(model):,} parameters, vocab {len(tok)}")
-    examples = []
-    for r in corpus:
-        e = encode(tok, r["prompt"], r["response"])
-        e.prompt_ids = e.prompt_ids  # the whole text is the loss for pre-training
-        examples.append(_whole(e))
+    examples = [_whole(encode(tok, r["prompt"], r["response"])) for r in corpus]
     pt = model_spec["pretrain"]
     t0 = time.time()
     losses = train_lm(model, examples, tok.pad_token_id, epochs=pt["epochs"],
@@ -119,7 +114,6 @@ def step_pool(dataset: dict, generation: dict, data: Path, base: Path, sft: Path
     """The private preference pool with responses from the configured sources, true labels,
     and the cached reference (SFT) and base log-probs of every response."""
     set_threads(threads)
-    import torch
     from safetensors.torch import save_file
 
     from props.lm import decode_response, encode, generate, score_sequences
@@ -160,7 +154,6 @@ def step_pool(dataset: dict, generation: dict, data: Path, base: Path, sft: Path
                             for s in set(sources) for k in ("a", "b")
                             if any(r[f"source_{k}"] == s for r in rows)},
         })
-    del torch
     _log(f"pool: {len(rows)} pairs from {sources} -> {out}")
 
 
@@ -215,7 +208,7 @@ def step_train(cfg: dict, run: dict, pool: Path, release: Path, sft: Path, base:
 
     from props.lm import encode
     from props.methods import Context, run_method
-    from props.models import load_model, save_model
+    from props.models import load_model
 
     t0 = time.time()
     rows = io.read_jsonl(pool / "pool.jsonl")
@@ -243,7 +236,6 @@ def step_train(cfg: dict, run: dict, pool: Path, release: Path, sft: Path, base:
     with io.atomic_dir(out / "policy") as tmp:
         res.policy.cpu().save_pretrained(str(tmp), safe_serialization=True)
         tok.save_pretrained(str(tmp))
-    del save_model
     io.write_jsonl(out / "labels.jsonl", res.label_rows)
     io.write_json(out / "train.json", {
         **run, "delta": res.privacy.get("delta", 0.0), "config": cfg,
@@ -305,10 +297,3 @@ def step_judge(judge: str, run_dir: Path, generations: Path, reference: Path) ->
     _log(f"judge: win-rate {evaluation['win_rate']:.1f} +- {evaluation['win_rate_se']:.1f} "
          f"({evaluation['wins']}/{evaluation['ties']}/{evaluation['losses']}) -> {run_dir}")
 
-
-def eps_arg(value: str) -> float:
-    return io.parse_eps(value)
-
-
-__all__ = ["step_data", "step_base", "step_sft", "step_pool", "step_release", "step_train",
-           "step_generate", "step_judge", "package_versions", "eps_arg", "math"]

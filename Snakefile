@@ -1,0 +1,17 @@
+# PROPS benchmark suite.  Includes and targets only; the rules live in bench/rules/.
+#   snakemake --cores 8 all                                   (default tier)
+#   snakemake --cores 2 all --configfile bench/config/smoke.yaml
+include: "bench/rules/common.smk"
+include: "bench/rules/data.smk"
+include: "bench/rules/sft.smk"
+include: "bench/rules/train.smk"
+include: "bench/rules/generate.smk"
+include: "bench/rules/judge.smk"
+include: "bench/rules/aggregate.smk"
+
+
+rule all:
+    input:
+        f"{R}/summary.csv",
+        f"{R}/table1.md",
+    default_target: True
