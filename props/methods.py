@@ -18,7 +18,7 @@ import numpy as np
 
 from props.dpo import DPOSettings, train_dpo
 from props.privacy.rr import flip_probability
-from props.registry import METHODS
+from props.registry import METHOD_MODULES, METHODS
 
 
 @dataclass
@@ -112,6 +112,10 @@ def register(name: str):
 
 
 def run_method(name: str, ctx: Context) -> Result:
+    if name not in _REGISTRY and name in METHOD_MODULES:
+        import importlib
+
+        importlib.import_module(METHOD_MODULES[name])
     if name not in _REGISTRY:
         raise KeyError(f"unknown method {name!r} (known: {', '.join(_REGISTRY)})")
     return _REGISTRY[name](ctx)

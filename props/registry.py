@@ -24,8 +24,31 @@ METHODS: dict[str, MethodInfo] = {
         MethodInfo("dpo", "none", None, False, "DPO on the true labels (no privacy, eps = inf)"),
         MethodInfo("rr", "randomized-response", "label", True,
                    "DPO (sigmoid loss) on RR(eps) labels, as in the released code"),
+        MethodInfo("rr-debiased", "randomized-response", "label", True,
+                   "unbiased (robust / rDPO) DPO loss on RR(eps) labels"),
+        MethodInfo("props", "randomized-response", "label", True,
+                   "PROPS: K stages; stage k's labels fuse RR with M_{k-1}'s labels by MAP"),
+        MethodInfo("props-fusion", "randomized-response", "label", True,
+                   "PROPS with per-pair posterior MAP, trusting the labeler only where a "
+                   "confidence bound says it beats the released labels"),
+        MethodInfo("rr-prior", "randomized-response-with-prior", "label", True,
+                   "RR with a prior from the previous stage's model (Ghazi et al. 2021)"),
+        MethodInfo("dpsgd", "dp-sgd", "pair", True,
+                   "DPO with DP-SGD (opacus): per-pair clipping, Gaussian noise, accountant"),
     ]
 }
 
 JUDGES = ("gold",)
 DATASET_KINDS = ("embedded",)
+
+# Where each method's implementation lives (imported on first use, so that importing the
+# registry stays cheap).
+METHOD_MODULES: dict[str, str] = {
+    "dpo": "props.methods",
+    "rr": "props.methods",
+    "rr-debiased": "props.label_methods",
+    "props": "props.label_methods",
+    "props-fusion": "props.label_methods",
+    "rr-prior": "props.label_methods",
+    "dpsgd": "props.dpsgd",
+}
