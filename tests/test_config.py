@@ -1,0 +1,99 @@
+"""Bad configs fail with one line naming the problem; good ones resolve with defaults."""
+
+import copy
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from props import config as C
+
+REPO = Path(__file__).resolve().parent.parent
+CONFIGS = sorted((REPO / "bench" / "config").glob("*.yaml"))
+
+
+def smoke() -> dict:
+    return yaml.safe_load((REPO / "bench" / "config" / "smoke.yaml").read_text())
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_every_shipped_config_resolves(path):
+    cfg = C.load(path)
+    assert C.grid(cfg)
+
+
+def test_defaults_filled_and_grid_expanded():
+    cfg = C.resolve(smoke())
+    assert cfg["dpo"]["beta"] == 0.1 and cfg["privacy"]["delta"] == 1e-5
+    runs = C.grid(cfg)
+    dpo = [r for r in runs if r["method"] == "dpo"]
+    assert dpo and all(math.isinf(r["eps"]) for r in dpo)  # non-private: eps = inf only
+    rr = {r["eps"] for r in runs if r["method"] == "rr"}
+    assert rr == {0.5, 2.0}
+
+
+def _mutate(fn):
+    c = copy.deepcopy(smoke())
+    fn(c)
+    return c
+
+
+BAD = {
+    "unknown method": (lambda c: c.update(methods=["dpo", "magic"]), "unknown method 'magic'"),
+    "unknown top key": (lambda c: c.update(learning_rate=1), "unknown key 'learning_rate'"),
+    "unknown nested key": (lambda c: c["dpo"].update(betta=0.1), "unknown key 'betta'"),
+    "eps zero": (lambda c: c.update(eps=[0, 1]), "eps"),
+    "eps negative": (lambda c: c.update(eps=[-1]), "eps"),
+    "eps word": (lambda c: c.update(eps=["big"]), "eps"),
+    "missing datasets": (lambda c: c.pop("datasets"), "'datasets' is a required property"),
+    "unknown dataset kind": (lambda c: c["datasets"]["reviews"].update(kind="imdb"), "kind"),
+    "bad seed": (lambda c: c.update(seeds=[-1]), "seeds"),
+}
+
+
+@pytest.mark.parametrize("name", BAD)
+def test_bad_config_one_line_error(name):
+    fn, needle = BAD[name]
+    with pytest.raises(C.ConfigError) as e:
+        C.resolve(_mutate(fn))
+    msg = str(e.value)
+    assert needle in msg and "\n" not in msg
+
+
+def _write(tmp_path, cfg) -> Path:
+    p = tmp_path / "cfg.yaml"
+    p.write_text(yaml.safe_dump(cfg))
+    return p
+
+
+def test_cli_validate_exit_codes(tmp_path):
+    ok = subprocess.run([sys.executable, "-m", "props.cli", "validate",
+                         str(_write(tmp_path, smoke()))], capture_output=True, text=True)
+    assert ok.returncode == 0 and "runs" in ok.stdout
+    bad = subprocess.run([sys.executable, "-m", "props.cli", "validate",
+                          str(_write(tmp_path, _mutate(BAD["unknown method"][0])))],
+                         capture_output=True, text=True)
+    assert bad.returncode == 2
+    assert bad.stderr.strip().count("\n") == 0 and "unknown method" in bad.stderr
+
+
+@pytest.mark.parametrize("name", ["unknown method", "eps zero", "missing datasets",
+                                  "unknown top key"])
+def test_snakemake_rejects_bad_config_and_writes_nothing(tmp_path, name):
+    """The workflow validates at load: non-zero exit, the problem on one line, and no
+    results/ folder created."""
+    work = tmp_path / "wf"
+    work.mkdir()
+    cfgfile = _write(tmp_path, _mutate(BAD[name][0]))
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    r = subprocess.run(["snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(work),
+                        "--configfile", str(cfgfile), "--cores", "1", "all"],
+                       capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode != 0
+    lines = [ln for ln in (r.stderr + r.stdout).splitlines() if ln.startswith("config:")]
+    assert len(lines) == 1 and BAD[name][1] in lines[0]
+    assert not (work / "results").exists()
