@@ -12,6 +12,6 @@ include: "bench/rules/aggregate.smk"
 
 rule all:
     input:
-        f"{R}/summary.csv",
-        f"{R}/table1.md",
+        "results/summary.csv",
+        "results/table1.md",
     default_target: True

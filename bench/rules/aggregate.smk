@@ -2,22 +2,26 @@
 
 
 rule aggregate:
+    conda:
+        "../../envs/props.yaml"
     input:
-        [d + "/metrics.json" for d in run_dirs()],
+        run_metrics(),
     output:
-        R + "/summary.csv",
+        "results/summary.csv",
     log:
-        R + "/logs/aggregate.log",
+        "results/logs/aggregate.log",
     shell:
         "props aggregate {input} --out {output} > {log} 2>&1"
 
 
 rule table1:
+    conda:
+        "../../envs/props.yaml"
     input:
-        R + "/summary.csv",
+        "results/summary.csv",
     output:
-        R + "/table1.md",
+        "results/table1.md",
     log:
-        R + "/logs/table1.log",
+        "results/logs/table1.log",
     shell:
         "props table table1 --summary {input} --out {output} > {log} 2>&1"

@@ -1,6 +1,7 @@
 # Config loading, validation and the grid.  Without --configfile the default tier is
 # used; `--config key=value` overrides apply on top of it.
 import json
+import os
 import shlex
 import sys
 
@@ -18,8 +19,7 @@ try:
 except C.ConfigError as _e:
     sys.exit(str(_e))
 
-R = "results"
-RUN = R + "/runs/{model}/{dataset}/{method}/eps{eps}/seed{seed}"
+METRICS = "results/runs/{model}/{dataset}/{method}/eps{eps}/seed{seed}/metrics.json"
 
 wildcard_constraints:
     model="[A-Za-z0-9_.-]+",
@@ -37,6 +37,7 @@ def spec(step):
     return f
 
 
-def run_dirs():
-    return [RUN.format(model=r["model"], dataset=r["dataset"], method=r["method"],
-                       eps=eps_tag(r["eps"]), seed=r["seed"]) for r in C.grid(CFG)]
+def run_metrics():
+    """metrics.json of every run of the grid."""
+    return [METRICS.format(model=r["model"], dataset=r["dataset"], method=r["method"],
+                           eps=eps_tag(r["eps"]), seed=r["seed"]) for r in C.grid(CFG)]

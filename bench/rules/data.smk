@@ -2,63 +2,71 @@
 
 
 rule data:
+    conda:
+        "../../envs/props.yaml"
     output:
-        directory(R + "/data/{dataset}"),
+        directory("results/data/{dataset}"),
     params:
         spec=spec("data"),
     log:
-        R + "/logs/data/{dataset}.log",
+        "results/logs/data/{dataset}.log",
     shell:
         "props data --spec {params.spec} --out {output} > {log} 2>&1"
 
 
 rule base:
+    conda:
+        "../../envs/props.yaml"
     input:
-        data=R + "/data/{dataset}",
+        data="results/data/{dataset}",
     output:
-        directory(R + "/models/{model}/{dataset}/base"),
+        directory("results/models/{model}/{dataset}/base"),
     params:
         spec=spec("base"),
     threads: CFG["threads"]
     resources:
         mem_mb=4000,
     log:
-        R + "/logs/base/{model}/{dataset}.log",
+        "results/logs/base/{model}/{dataset}.log",
     benchmark:
-        R + "/benchmarks/base/{model}/{dataset}.tsv"
+        "results/benchmarks/base/{model}/{dataset}.tsv"
     shell:
         "props base --spec {params.spec} --data {input.data} --out {output} "
         "--threads {threads} > {log} 2>&1"
 
 
 rule pool:
+    conda:
+        "../../envs/props.yaml"
     input:
-        data=R + "/data/{dataset}",
-        base=R + "/models/{model}/{dataset}/base",
-        sft=R + "/models/{model}/{dataset}/sft",
+        data="results/data/{dataset}",
+        base="results/models/{model}/{dataset}/base",
+        sft="results/models/{model}/{dataset}/sft",
     output:
-        directory(R + "/pools/{model}/{dataset}"),
+        directory("results/pools/{model}/{dataset}"),
     params:
         spec=spec("pool"),
     threads: CFG["threads"]
     resources:
         mem_mb=4000,
     log:
-        R + "/logs/pool/{model}/{dataset}.log",
+        "results/logs/pool/{model}/{dataset}.log",
     benchmark:
-        R + "/benchmarks/pool/{model}/{dataset}.tsv"
+        "results/benchmarks/pool/{model}/{dataset}.tsv"
     shell:
         "props pool --spec {params.spec} --data {input.data} --base {input.base} "
         "--sft {input.sft} --out {output} --threads {threads} > {log} 2>&1"
 
 
 rule release:
+    conda:
+        "../../envs/props.yaml"
     input:
-        pool=R + "/pools/{model}/{dataset}",
+        pool="results/pools/{model}/{dataset}",
     output:
-        R + "/releases/{model}/{dataset}/eps{eps}/seed{seed}.jsonl",
+        "results/releases/{model}/{dataset}/eps{eps}/seed{seed}.jsonl",
     log:
-        R + "/logs/release/{model}/{dataset}/eps{eps}/seed{seed}.log",
+        "results/logs/release/{model}/{dataset}/eps{eps}/seed{seed}.log",
     shell:
         "props release --pool {input.pool} --eps {wildcards.eps} --seed {wildcards.seed} "
         "--dataset {wildcards.dataset} --out {output} > {log} 2>&1"

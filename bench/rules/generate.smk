@@ -2,18 +2,20 @@
 
 
 rule generate_reference:
+    conda:
+        "../../envs/props.yaml"
     input:
-        data=R + "/data/{dataset}",
-        sft=R + "/models/{model}/{dataset}/sft",
+        data="results/data/{dataset}",
+        sft="results/models/{model}/{dataset}/sft",
     output:
-        R + "/reference/{model}/{dataset}/seed{seed}/generations.jsonl",
+        "results/reference/{model}/{dataset}/seed{seed}/generations.jsonl",
     params:
         spec=spec("generate"),
     threads: CFG["threads"]
     log:
-        R + "/logs/generate_reference/{model}/{dataset}/seed{seed}.log",
+        "results/logs/generate_reference/{model}/{dataset}/seed{seed}.log",
     benchmark:
-        R + "/benchmarks/generate_reference/{model}/{dataset}/seed{seed}.tsv"
+        "results/benchmarks/generate_reference/{model}/{dataset}/seed{seed}.tsv"
     shell:
         "props generate --spec {params.spec} --data {input.data} --policy {input.sft} "
         "--ref {input.sft} --seed {wildcards.seed} --out {output} "
@@ -21,19 +23,21 @@ rule generate_reference:
 
 
 rule generate:
+    conda:
+        "../../envs/props.yaml"
     input:
-        data=R + "/data/{dataset}",
-        policy=RUN + "/policy",
-        sft=R + "/models/{model}/{dataset}/sft",
+        data="results/data/{dataset}",
+        policy="results/runs/{model}/{dataset}/{method}/eps{eps}/seed{seed}/policy",
+        sft="results/models/{model}/{dataset}/sft",
     output:
-        RUN + "/generations.jsonl",
+        "results/runs/{model}/{dataset}/{method}/eps{eps}/seed{seed}/generations.jsonl",
     params:
         spec=spec("generate"),
     threads: CFG["threads"]
     log:
-        R + "/logs/generate/{model}/{dataset}/{method}/eps{eps}/seed{seed}.log",
+        "results/logs/generate/{model}/{dataset}/{method}/eps{eps}/seed{seed}.log",
     benchmark:
-        R + "/benchmarks/generate/{model}/{dataset}/{method}/eps{eps}/seed{seed}.tsv"
+        "results/benchmarks/generate/{model}/{dataset}/{method}/eps{eps}/seed{seed}.tsv"
     shell:
         "props generate --spec {params.spec} --data {input.data} --policy {input.policy} "
         "--ref {input.sft} --seed {wildcards.seed} --out {output} "

@@ -2,18 +2,20 @@
 
 
 rule judge:
+    conda:
+        "../../envs/props.yaml"
     input:
-        train=RUN + "/train.json",
-        generations=RUN + "/generations.jsonl",
-        reference=R + "/reference/{model}/{dataset}/seed{seed}/generations.jsonl",
+        train="results/runs/{model}/{dataset}/{method}/eps{eps}/seed{seed}/train.json",
+        generations="results/runs/{model}/{dataset}/{method}/eps{eps}/seed{seed}/generations.jsonl",
+        reference="results/reference/{model}/{dataset}/seed{seed}/generations.jsonl",
     output:
-        judgements=RUN + "/judgements.jsonl",
-        metrics=RUN + "/metrics.json",
+        judgements="results/runs/{model}/{dataset}/{method}/eps{eps}/seed{seed}/judgements.jsonl",
+        metrics="results/runs/{model}/{dataset}/{method}/eps{eps}/seed{seed}/metrics.json",
     params:
         spec=spec("judge"),
-        run=RUN,
+        run=lambda wc, output: os.path.dirname(output.metrics),
     log:
-        R + "/logs/judge/{model}/{dataset}/{method}/eps{eps}/seed{seed}.log",
+        "results/logs/judge/{model}/{dataset}/{method}/eps{eps}/seed{seed}.log",
     shell:
         "props judge --spec {params.spec} --run {params.run} "
         "--generations {input.generations} --reference {input.reference} > {log} 2>&1"

@@ -3,20 +3,22 @@
 
 
 rule sft:
+    conda:
+        "../../envs/props.yaml"
     input:
-        data=R + "/data/{dataset}",
-        base=R + "/models/{model}/{dataset}/base",
+        data="results/data/{dataset}",
+        base="results/models/{model}/{dataset}/base",
     output:
-        directory(R + "/models/{model}/{dataset}/sft"),
+        directory("results/models/{model}/{dataset}/sft"),
     params:
         spec=spec("sft"),
     threads: CFG["threads"]
     resources:
         mem_mb=4000,
     log:
-        R + "/logs/sft/{model}/{dataset}.log",
+        "results/logs/sft/{model}/{dataset}.log",
     benchmark:
-        R + "/benchmarks/sft/{model}/{dataset}.tsv"
+        "results/benchmarks/sft/{model}/{dataset}.tsv"
     shell:
         "props sft --spec {params.spec} --data {input.data} --base {input.base} "
         "--out {output} --threads {threads} > {log} 2>&1"

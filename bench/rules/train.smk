@@ -2,25 +2,27 @@
 
 
 rule train:
+    conda:
+        "../../envs/props.yaml"
     input:
-        pool=R + "/pools/{model}/{dataset}",
-        release=R + "/releases/{model}/{dataset}/eps{eps}/seed{seed}.jsonl",
-        sft=R + "/models/{model}/{dataset}/sft",
-        base=R + "/models/{model}/{dataset}/base",
+        pool="results/pools/{model}/{dataset}",
+        release="results/releases/{model}/{dataset}/eps{eps}/seed{seed}.jsonl",
+        sft="results/models/{model}/{dataset}/sft",
+        base="results/models/{model}/{dataset}/base",
     output:
-        policy=directory(RUN + "/policy"),
-        labels=RUN + "/labels.jsonl",
-        train=RUN + "/train.json",
+        policy=directory("results/runs/{model}/{dataset}/{method}/eps{eps}/seed{seed}/policy"),
+        labels="results/runs/{model}/{dataset}/{method}/eps{eps}/seed{seed}/labels.jsonl",
+        train="results/runs/{model}/{dataset}/{method}/eps{eps}/seed{seed}/train.json",
     params:
         spec=spec("train"),
-        out=RUN,
+        out=lambda wc, output: os.path.dirname(output.train),
     threads: CFG["threads"]
     resources:
         mem_mb=4000,
     log:
-        R + "/logs/train/{model}/{dataset}/{method}/eps{eps}/seed{seed}.log",
+        "results/logs/train/{model}/{dataset}/{method}/eps{eps}/seed{seed}.log",
     benchmark:
-        R + "/benchmarks/train/{model}/{dataset}/{method}/eps{eps}/seed{seed}.tsv"
+        "results/benchmarks/train/{model}/{dataset}/{method}/eps{eps}/seed{seed}.tsv"
     shell:
         "props train --spec {params.spec} --method {wildcards.method} --eps {wildcards.eps} "
         "--seed {wildcards.seed} --pool {input.pool} --release {input.release} "
