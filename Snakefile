@@ -13,5 +13,8 @@ include: "bench/rules/aggregate.smk"
 rule all:
     input:
         "results/summary.csv",
-        "results/table1.md",
+        rules.table1.output,
+        rules.table2.output,
+        rules.table3.output,
+        rules.figures.output,
     default_target: True

@@ -1,54 +1,125 @@
-"""Aggregation: every run's metrics.json -> results/summary.csv -> tables.
+"""Aggregation: every run's metrics.json -> results/summary.csv -> tables and figures.
 
-Reads only the self-describing metrics files, so re-aggregating never retrains.
+Reads only the self-describing metrics files (or the training ledgers, train.json, for
+what does not need an evaluation), so re-aggregating never retrains and never re-judges.
+The helpers that turn per-seed numbers into "mean ± SE" live here too, so that every
+table and figure states its uncertainty the same way.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from props import io
+from props.io import InputError
 
 SUMMARY_COLUMNS = [
-    "model", "dataset", "method", "eps", "seed", "win_rate", "win_rate_se", "wins", "ties",
-    "losses", "n", "label_accuracy", "kl_to_sft", "mean_length", "mean_reward",
-    "well_formed", "privacy_mechanism", "privacy_unit", "privacy_eps", "privacy_delta",
-    "privacy_accountant", "noise_multiplier", "sampling_rate", "steps", "max_grad_norm",
-    "eps_spent", "n_pairs", "wall_time_train_s",
+    "model", "dataset", "method", "eps", "seed", "judge", "n",
+    "win_rate", "win_rate_se", "wins", "ties", "losses",
+    "kl_to_sft", "kl_to_sft_se", "mean_length", "mean_length_se", "mean_length_reference",
+    "mean_length_reference_se", "mean_reward", "mean_reward_se", "mean_reward_reference",
+    "mean_reward_reference_se", "well_formed",
+    "label_accuracy", "released_accuracy", "n_pairs",
+    "privacy_mechanism", "privacy_unit", "privacy_eps", "privacy_delta", "privacy_accountant",
+    "flip_probability", "noise_multiplier", "sampling_rate", "steps", "max_grad_norm",
+    "eps_spent", "wall_time_train_s",
 ]
+"""Fixed columns of summary.csv; `label_accuracy_stage{k}` columns follow, one per PROPS
+stage present in any run (tidy: one row per run, one column per quantity)."""
+
+REQUIRED_KEYS = ("model", "dataset", "method", "eps", "seed")
 
 
-def summary_row(m: dict) -> dict:
-    ev = m.get("evaluation", {})
-    pv = m.get("privacy", {})
-    lab = m.get("labels", {})
-    eps = m["eps"]
-    return {
+def _num(v) -> float | None:
+    """JSON numbers as floats; the ledger writes inf/nan as strings."""
+    if v is None:
+        return None
+    if isinstance(v, str):
+        try:
+            return float(v)
+        except ValueError:
+            return None
+    return float(v)
+
+
+def summary_row(m: dict, source: str | Path = "metrics") -> dict:
+    """One tidy summary row from a run's metrics.json (or train.json, which lacks the
+    evaluation: those columns are then empty)."""
+    missing = [k for k in REQUIRED_KEYS if k not in m]
+    if missing:
+        raise InputError(f"{source}: missing key {missing[0]!r} (not a run's metrics.json?)")
+    ev = m.get("evaluation") or {}
+    pv = m.get("privacy") or {}
+    lab = m.get("labels") or {}
+    row = {
         "model": m["model"], "dataset": m["dataset"], "method": m["method"],
-        "eps": math.inf if str(eps) == "inf" else float(eps), "seed": m["seed"],
+        "eps": io.parse_eps(m["eps"]), "seed": int(m["seed"]), "judge": ev.get("judge"),
+        "n": ev.get("n"),
         "win_rate": ev.get("win_rate"), "win_rate_se": ev.get("win_rate_se"),
         "wins": ev.get("wins"), "ties": ev.get("ties"), "losses": ev.get("losses"),
-        "n": ev.get("n"), "label_accuracy": lab.get("accuracy"),
-        "kl_to_sft": ev.get("kl_to_sft"), "mean_length": ev.get("mean_length"),
-        "mean_reward": ev.get("mean_reward"), "well_formed": ev.get("well_formed"),
+        "kl_to_sft": _num(ev.get("kl_to_sft")), "kl_to_sft_se": _num(ev.get("kl_to_sft_se")),
+        "mean_length": ev.get("mean_length"), "mean_length_se": _num(ev.get("mean_length_se")),
+        "mean_length_reference": ev.get("mean_length_reference"),
+        "mean_length_reference_se": _num(ev.get("mean_length_reference_se")),
+        "mean_reward": ev.get("mean_reward"), "mean_reward_se": _num(ev.get("mean_reward_se")),
+        "mean_reward_reference": ev.get("mean_reward_reference"),
+        "mean_reward_reference_se": _num(ev.get("mean_reward_reference_se")),
+        "well_formed": ev.get("well_formed"),
+        "label_accuracy": lab.get("accuracy"), "released_accuracy": lab.get("released_accuracy"),
+        "n_pairs": lab.get("n_pairs"),
         "privacy_mechanism": pv.get("mechanism"), "privacy_unit": pv.get("unit"),
-        "privacy_eps": pv.get("eps", pv.get("eps_target")), "privacy_delta": pv.get("delta"),
-        "privacy_accountant": pv.get("accountant"),
-        "noise_multiplier": pv.get("noise_multiplier"), "sampling_rate": pv.get("sampling_rate"),
-        "steps": pv.get("steps"), "max_grad_norm": pv.get("max_grad_norm"),
-        "eps_spent": pv.get("eps_spent"), "n_pairs": lab.get("n_pairs"),
+        "privacy_eps": _num(pv.get("eps", pv.get("eps_target"))),
+        "privacy_delta": _num(pv.get("delta")), "privacy_accountant": pv.get("accountant"),
+        "flip_probability": _num(pv.get("flip_probability")),
+        "noise_multiplier": _num(pv.get("noise_multiplier")),
+        "sampling_rate": _num(pv.get("sampling_rate")), "steps": pv.get("steps"),
+        "max_grad_norm": _num(pv.get("max_grad_norm")), "eps_spent": _num(pv.get("eps_spent")),
         "wall_time_train_s": m.get("wall_time_train_s"),
     }
+    for stage, acc in (lab.get("accuracy_per_stage") or {}).items():
+        row[f"label_accuracy_stage{int(stage)}"] = _num(acc)
+    return row
+
+
+def stage_columns(df: pd.DataFrame) -> list[str]:
+    """The per-stage label-accuracy columns present, in stage order."""
+    cols = [c for c in df.columns if c.startswith("label_accuracy_stage")]
+    return sorted(cols, key=lambda c: int(c.removeprefix("label_accuracy_stage")))
+
+
+def runs_frame(files: Iterable[str | Path]) -> pd.DataFrame:
+    """Summary rows of the given metrics.json / train.json files, one per run."""
+    rows = []
+    for p in files:
+        try:
+            m = io.read_json(p)
+        except FileNotFoundError:
+            raise InputError(f"{p}: not found") from None
+        except ValueError as e:
+            raise InputError(f"{p}: not valid JSON ({e})") from None
+        if not isinstance(m, dict):
+            raise InputError(f"{p}: not a JSON object")
+        rows.append(summary_row(m, p))
+    df = pd.DataFrame(rows)
+    for c in SUMMARY_COLUMNS:
+        if c not in df.columns:
+            df[c] = np.nan
+    df = df[SUMMARY_COLUMNS + stage_columns(df)]
+    dup = df.duplicated(["model", "dataset", "method", "eps", "seed"])
+    if dup.any():
+        r = df[dup].iloc[0]
+        raise InputError(f"two metrics files for the same run: {r['model']}/{r['dataset']}/"
+                         f"{r['method']}/eps{io.eps_tag(r['eps'])}/seed{r['seed']}")
+    return df.sort_values(["model", "dataset", "method", "eps", "seed"]).reset_index(drop=True)
 
 
 def aggregate(metrics_files: list[Path], out: Path) -> pd.DataFrame:
-    rows = [summary_row(io.read_json(p)) for p in metrics_files]
-    df = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
-    df = df.sort_values(["model", "dataset", "method", "eps", "seed"]).reset_index(drop=True)
+    df = runs_frame(metrics_files)
     with io.atomic_path(out, suffix=".csv") as tmp:
         df.to_csv(tmp, index=False)
     print(f"[props] aggregate: {len(df)} runs -> {out}", flush=True)
@@ -56,9 +127,23 @@ def aggregate(metrics_files: list[Path], out: Path) -> pd.DataFrame:
 
 
 def read_summary(path: str | Path) -> pd.DataFrame:
-    df = pd.read_csv(path)
-    df["eps"] = df["eps"].astype(float)
+    try:
+        df = pd.read_csv(path)
+    except FileNotFoundError:
+        raise InputError(f"{path}: not found") from None
+    except pd.errors.EmptyDataError:
+        raise InputError(f"{path}: empty file, not a summary.csv") from None
+    missing = [c for c in REQUIRED_KEYS if c not in df.columns]
+    if missing:
+        raise InputError(f"{path}: column {missing[0]!r} missing (not a summary.csv?)")
+    for c in SUMMARY_COLUMNS:
+        if c not in df.columns:
+            df[c] = np.nan
+    df["eps"] = df["eps"].map(io.parse_eps).astype(float)
     return df
+
+
+# ----------------------------------------------------------------------------- uncertainty
 
 
 def mean_se(values) -> tuple[float, float, int]:
@@ -70,55 +155,101 @@ def mean_se(values) -> tuple[float, float, int]:
     return float(v.mean()), se, len(v)
 
 
+def seed_stat(sub: pd.DataFrame, col: str, se_col: str | None = None) -> tuple[float, float, int]:
+    """Mean ± SE of a column over the seeds in `sub`.  With one seed the SE is the run's
+    own (over prompts) from `se_col`, so a single-seed number still carries its
+    uncertainty; returns (mean, se, number of seeds)."""
+    mean, se, k = mean_se(sub[col]) if col in sub else (math.nan, math.nan, 0)
+    if k == 1 and se_col and se_col in sub:
+        v = sub.loc[sub[col].notna(), se_col]
+        if len(v) and not pd.isna(v.iloc[0]):
+            se = float(v.iloc[0])
+    return mean, se, k
+
+
 def fmt_eps(e: float) -> str:
     return "inf" if math.isinf(e) else f"{e:g}"
 
 
 def fmt_pm(mean: float, se: float, digits: int = 1) -> str:
-    if math.isnan(mean):
-        return "-"
-    if math.isnan(se):
+    if mean is None or math.isnan(mean):
+        return "–"
+    if se is None or math.isnan(se):
         return f"{mean:.{digits}f}"
     return f"{mean:.{digits}f} ± {se:.{digits}f}"
 
 
-def table1(df: pd.DataFrame) -> str:
-    """Win-rate (%) against the SFT reference, mean ± SE over seeds, method x eps; one block
-    per model x dataset.  With one seed, the SE is alpaca_eval's over prompts."""
-    parts = ["# Table 1: win-rate against the SFT reference\n",
-             "Win-rate in percent (ties count half) of each method's answers against the SFT "
-             "model's answers on held-out prompts; mean ± standard error over seeds "
-             "(over prompts when there is one seed). `dpo` uses the true labels (no privacy) "
-             "and appears under eps = inf. Label-DP methods protect each preference label; "
-             "the SFT demonstrations are public.\n"]
-    for (model, dataset), g in df.groupby(["model", "dataset"], sort=True):
-        eps_list = sorted(g["eps"].unique())
-        methods = list(dict.fromkeys(g["method"]))
-        header = ["method"] + [f"eps={fmt_eps(e)}" for e in eps_list]
-        lines = [f"\n## {model} / {dataset}\n", "| " + " | ".join(header) + " |",
-                 "|" + "---|" * len(header)]
-        for meth in methods:
-            cells = [meth]
-            for e in eps_list:
-                sub = g[(g["method"] == meth) & (g["eps"] == e)]
-                if sub.empty:
-                    cells.append("")
-                    continue
-                mean, se, k = mean_se(sub["win_rate"])
-                if k == 1:
-                    se = float(sub["win_rate_se"].iloc[0])
-                cells.append(fmt_pm(mean, se))
-            lines.append("| " + " | ".join(cells) + " |")
-        n_seeds = g["seed"].nunique()
-        lines.append(f"\n{n_seeds} seed(s); {int(g['n'].max())} evaluation prompts per run.")
-        parts.append("\n".join(lines) + "\n")
-    return "\n".join(parts)
+# ----------------------------------------------------------------------------- entry points
 
 
-def render_table(which: str, summary: str | Path, out: Path) -> None:
-    df = read_summary(summary)
-    if df.empty:
-        raise io.InputError(f"{summary}: no runs to tabulate")
-    text = {"table1": table1}[which](df)
-    io.write_text(out, text)
-    print(f"[props] {which} -> {out}", flush=True)
+def render_table(which: str, out: Path, summary: str | Path | None = None,
+                 metrics: list[Path] | None = None, headtohead: list[Path] | None = None,
+                 methods: list[str] | None = None, tex: Path | None = None,
+                 html: Path | None = None) -> None:
+    """Write table1/2/3 as Markdown (and LaTeX / HTML when asked).  Runs come from a
+    summary.csv or directly from metrics.json / train.json files (so table 2 and 3 can
+    depend on the runs they need instead of the whole grid)."""
+    from props import tables
+
+    if summary is not None:
+        df = read_summary(summary)
+    elif metrics:
+        df = runs_frame(metrics)
+    elif which == "table2":
+        df = runs_frame([])
+    else:
+        raise InputError(f"{which}: give --summary or --metrics")
+    if which == "table1":
+        table = tables.table1(df)
+    elif which == "table2":
+        from props.headtohead import load_results
+
+        table = tables.table2(df, load_results(headtohead or []), methods)
+    elif which == "table3":
+        table = tables.table3(df)
+    else:
+        raise InputError(f"unknown table {which!r} (known: table1, table2, table3)")
+    io.write_text(out, tables.to_markdown(table))
+    if tex is not None:
+        io.write_text(tex, tables.to_latex(table))
+    if html is not None:
+        io.write_text(html, tables.to_html(table))
+    print(f"[props] {which} -> {', '.join(str(p) for p in (out, tex, html) if p)}", flush=True)
+
+
+# ----------------------------------------------------------------------------- workflow inputs
+
+RUN_FILE = "results/runs/{model}/{dataset}/{method}/eps{eps}/seed{seed}/{name}"
+HEADTOHEAD_FILE = "results/headtohead/{model}/{dataset}/{a}_vs_{b}/eps{eps}/seed{seed}.json"
+
+
+def grid_files(cfg: dict, name: str, methods: Iterable[str] | None = None) -> list[str]:
+    """A file (metrics.json, train.json ...) of every run of the grid, optionally only of
+    some methods: what the workflow's aggregation rules take as input."""
+    from props import config as C
+
+    keep = None if methods is None else set(methods)
+    return [RUN_FILE.format(model=r["model"], dataset=r["dataset"], method=r["method"],
+                            eps=io.eps_tag(r["eps"]), seed=r["seed"], name=name)
+            for r in C.grid(cfg) if keep is None or r["method"] in keep]
+
+
+def compared_metrics(cfg: dict) -> list[str]:
+    """metrics.json of the runs table 2 compares (both sides of every headline pair in the
+    config), so that table 2 does not wait for the whole grid."""
+    from props.headtohead import pairs_for
+
+    return grid_files(cfg, "metrics.json", {m for p in pairs_for(cfg["methods"]) for m in p})
+
+
+def headtohead_files(cfg: dict) -> list[str]:
+    """Head-to-head result of every headline pair of the config at every (model,
+    dataset, eps, seed) where both methods have a run in the grid."""
+    from props import config as C
+    from props.headtohead import pairs_for
+
+    runs = {(r["model"], r["dataset"], r["method"], r["eps"], r["seed"]) for r in C.grid(cfg)}
+    return [HEADTOHEAD_FILE.format(model=m, dataset=d, a=a, b=b, eps=io.eps_tag(e), seed=s)
+            for a, b in pairs_for(cfg["methods"])
+            for (m, d, meth, e, s) in sorted(runs)
+            if meth == a and (m, d, b, e, s) in runs]

@@ -24,6 +24,12 @@ def winrate(preferences: list[float]) -> dict:
             "ties": int(out["n_draws"]), "n": int(out["n_total"])}
 
 
+def _se(x) -> float:
+    """Standard error of a mean over prompts (nan with fewer than two)."""
+    x = np.asarray(x, dtype=float)
+    return float(x.std(ddof=1) / np.sqrt(len(x))) if len(x) > 1 else float("nan")
+
+
 def evaluate_run(judge_name: str, policy_gens: list[dict], reference_gens: list[dict]):
     judge = judges.get(judge_name)
     ref = {g["prompt_id"]: g for g in reference_gens}
@@ -43,12 +49,16 @@ def evaluate_run(judge_name: str, policy_gens: list[dict], reference_gens: list[
         "kl_to_sft": float(kl.mean()),
         "kl_to_sft_se": float(kl.std(ddof=1) / np.sqrt(len(kl))) if len(kl) > 1 else float("nan"),
         "mean_length": float(np.mean([g["n_tokens"] for g in policy_gens])),
+        "mean_length_se": _se([g["n_tokens"] for g in policy_gens]),
         "mean_length_reference": float(np.mean([ref[g["prompt_id"]]["n_tokens"]
                                                  for g in policy_gens])),
+        "mean_length_reference_se": _se([ref[g["prompt_id"]]["n_tokens"] for g in policy_gens]),
     })
     if "score_output" in rows[0]:
         ev["mean_reward"] = float(np.mean([r["score_output"] for r in rows]))
+        ev["mean_reward_se"] = _se([r["score_output"] for r in rows])
         ev["mean_reward_reference"] = float(np.mean([r["score_reference"] for r in rows]))
+        ev["mean_reward_reference_se"] = _se([r["score_reference"] for r in rows])
     if judge_name == "gold":
         from props.task.grammar import is_well_formed
 
