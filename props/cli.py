@@ -126,19 +126,60 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True)
 
     s = add("judge", "judge a run's answers against the reference; write metrics.json")
-    s.add_argument("--run", required=True, type=_existing, help="the run directory")
-    s.add_argument("--generations", required=True, type=_existing)
-    s.add_argument("--reference", required=True, type=_existing)
+    s.add_argument("--run", type=_existing, help="the run directory (required)")
+    s.add_argument("--generations", type=_existing, help="(required)")
+    s.add_argument("--reference", type=_existing, help="(required)")
+    jsub = s.add_subparsers(dest="judge_cmd", required=False, metavar="{agree,fit-local}")
+    j = jsub.add_parser("agree", help="a judge's agreement with GPT-4 on AlpacaEval "
+                        "annotation files, next to the length baseline")
+    j.add_argument("--judge", required=True, help="judge spec, e.g. local or llm:model=...")
+    j.add_argument("files", nargs="+", type=_existing,
+                   help="AlpacaEval annotation files (*.json.gz) or folders of them")
+    j.add_argument("--out", help="also write the report as JSON here")
+    j.add_argument("--held-out-instructions", action="store_true",
+                   help="only instructions the local judge never saw while being fitted")
+    j = jsub.add_parser("fit-local", help="fit the local judge's weights from AlpacaEval "
+                        "GPT-4 annotation files")
+    j.add_argument("--annotations", type=_existing,
+                   help="folder of annotation files (default: shared data)")
+    j.add_argument("--out", help="weights JSON (default: the cache's default file)")
 
     s = add("aggregate", "collect every run's metrics.json into results/summary.csv",
             spec=False)
     s.add_argument("metrics", nargs="+", type=_existing)
     s.add_argument("--out", required=True)
 
-    s = add("table", "render a table from summary.csv", spec=False)
-    s.add_argument("which", choices=["table1"])
+    s = add("table", "render table1/2/3 (Markdown, optionally LaTeX and HTML)", spec=False)
+    s.add_argument("which", choices=["table1", "table2", "table3"])
+    s.add_argument("--summary", type=_existing, help="results/summary.csv")
+    s.add_argument("--metrics", nargs="*", type=_existing, default=[],
+                   help="runs' metrics.json or train.json, instead of --summary")
+    s.add_argument("--headtohead", nargs="*", type=_existing, default=[],
+                   help="head-to-head result files (table2)")
+    s.add_argument("--methods", nargs="*", help="the config's methods (table2)")
+    s.add_argument("--out", required=True, help="the Markdown table")
+    s.add_argument("--tex", help="also write the LaTeX version here")
+    s.add_argument("--html", help="also write an HTML version here")
+
+    s = add("headtohead", "judge two runs' answers to the same prompts against each other",
+            spec=False)
+    s.add_argument("--a", required=True, type=_existing, help="generations.jsonl of run A")
+    s.add_argument("--b", required=True, type=_existing, help="generations.jsonl of run B")
+    s.add_argument("--judge", default="gold", help="judge name (default: gold)")
+    s.add_argument("--name-a", help="method of A (default: from the path)")
+    s.add_argument("--name-b", help="method of B (default: from the path)")
+    s.add_argument("--model", help="model name (default: from the path)")
+    s.add_argument("--dataset", help="dataset name (default: from the path)")
+    s.add_argument("--eps", type=_eps, help="eps of both runs (default: from the path)")
+    s.add_argument("--seed", type=_seed, help="seed; also fixes the answer order per prompt")
+    s.add_argument("--out", required=True, help="result JSON")
+    s.add_argument("--judgements", help="per-prompt judgements JSONL (default: next to --out)")
+
+    s = add("figures", "draw the figures from summary.csv and the head-to-heads", spec=False)
     s.add_argument("--summary", required=True, type=_existing)
-    s.add_argument("--out", required=True)
+    s.add_argument("--headtohead", nargs="*", type=_existing, default=[])
+    s.add_argument("--methods", nargs="*", help="the config's methods (explains absent pairs)")
+    s.add_argument("--outdir", required=True)
     return p
 
 
@@ -169,8 +210,32 @@ def dispatch(args) -> None:
     if cmd == "table":
         from props.aggregate import render_table
 
-        render_table(args.which, args.summary, Path(args.out))
+        render_table(args.which, Path(args.out), summary=args.summary, metrics=args.metrics,
+                     headtohead=args.headtohead, methods=args.methods,
+                     tex=Path(args.tex) if args.tex else None,
+                     html=Path(args.html) if args.html else None)
         return
+    if cmd == "headtohead":
+        from props.headtohead import step_headtohead
+
+        step_headtohead(args.judge, args.a, args.b, Path(args.out),
+                        Path(args.judgements) if args.judgements else None,
+                        {"a": args.name_a, "b": args.name_b, "model": args.model,
+                         "dataset": args.dataset, "eps": args.eps}, args.seed)
+        return
+    if cmd == "figures":
+        from props.figures import step_figures
+
+        step_figures(args.summary, args.headtohead, Path(args.outdir), args.methods)
+        return
+    if cmd == "judge" and getattr(args, "judge_cmd", None):
+        from props import judge_tools
+
+        judge_tools.dispatch(args)
+        return
+    if cmd == "judge" and not (args.run and args.generations and args.reference):
+        raise InputError("props judge needs --run, --generations and --reference "
+                         "(or a subcommand: agree, fit-local)")
     spec = _spec(args)
     out = Path(args.out) if hasattr(args, "out") else None
     if cmd == "data":

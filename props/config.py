@@ -30,7 +30,8 @@ DEFAULTS: dict[str, Any] = {
                    "batch_size": 128},
     "judge": "gold",
     "privacy": {"delta": 1e-5},
-    "props": {"stages": 2, "labeler_score": "loglik", "confidence": 0.95},
+    "props": {"stages": 2, "labeler_score": "loglik", "confidence": 0.95,
+              "prior_score": "implicit_reward"},
     "dpsgd": {"max_grad_norm": 1.0, "accountant": "prv", "max_physical_batch_size": 32},
 }
 
@@ -44,6 +45,8 @@ MODEL_DEFAULTS = {
 DATASET_DEFAULTS = {
     "embedded": {"seed": 1234, "n_corpus": 60000, "n_sft": 2000, "n_pool": 2000, "n_eval": 500,
                  "pair_sources": ["writer", "base"], "bt_temperature": 0.2},
+    # real datasets (props.datasets): no size means "all"; truthy-dpo keeps the paper's splits
+    **{k: {"seed": 0, "on_error": "raise"} for k in ("truthy-dpo", "hh-rlhf", "alpaca-eval")},
 }
 
 
@@ -99,9 +102,18 @@ def check(cfg: dict) -> None:
     for m in cfg["methods"]:
         if m not in METHODS:
             raise ConfigError(f"config: unknown method {m!r} (known: {', '.join(METHODS)})")
-    if cfg["judge"] not in JUDGES:
+    judge_name = cfg["judge"].split(":", 1)[0]
+    if judge_name not in JUDGES:
         raise ConfigError(f"config: unknown judge {cfg['judge']!r} (known: {', '.join(JUDGES)})")
+    if judge_name == "reward-model" and ":" not in cfg["judge"]:
+        raise ConfigError("config: judge 'reward-model' needs a model: reward-model:PATH_OR_ID")
     for name, d in cfg["datasets"].items():
+        if judge_name == "gold" and d["kind"] != "embedded":
+            raise ConfigError(f"config: dataset {name!r}: judge 'gold' scores the embedded "
+                              "task only; use local, reward-model or llm")
+        if d["kind"] != "embedded" and d.get("n_pool") is not None and \
+                d["n_pool"] < 2 * cfg["props"]["stages"]:
+            raise ConfigError(f"config: dataset {name!r}: n_pool must be at least 2 per PROPS stage")
         if d["kind"] not in DATASET_KINDS:
             raise ConfigError(f"config: dataset {name!r}: kind {d['kind']!r} is not available "
                               f"(known: {', '.join(DATASET_KINDS)})")

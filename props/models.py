@@ -110,8 +110,21 @@ def load_smollm2(cache_dir: str | Path | None = None, device: str | None = None)
 
         gguf = smollm2_gguf_path()
         tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-        model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name,
-                                                     dtype=torch.float32)
+        loaded = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name,
+                                                      dtype=torch.float32)
+        # The de-quantised model still carries its GGUF quantisation marker, which
+        # save_pretrained refuses; a plain model of the same config takes its weights.
+        config = loaded.config
+        if hasattr(config, "quantization_config"):
+            del config.quantization_config
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        missing, unexpected = model.load_state_dict(loaded.state_dict(), strict=False)
+        if unexpected or [k for k in missing if "lm_head" not in k]:
+            raise InputError(f"{gguf}: unexpected weights while converting "
+                             f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+        model.tie_weights()
+        model.generation_config = loaded.generation_config
+        del loaded
         if tok.pad_token_id is None:
             tok.pad_token = tok.eos_token
         model.generation_config.pad_token_id = tok.pad_token_id

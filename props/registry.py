@@ -38,8 +38,10 @@ METHODS: dict[str, MethodInfo] = {
     ]
 }
 
-JUDGES = ("gold",)
-DATASET_KINDS = ("embedded",)
+# A config names a judge as NAME or NAME:OPTIONS (see props.judges.parse_spec), e.g.
+# "local", "reward-model:/models/rm", "llm:model=gpt-4-0613,prompt=paper".
+JUDGES = ("gold", "local", "reward-model", "llm")
+DATASET_KINDS = ("embedded", "truthy-dpo", "hh-rlhf", "alpaca-eval")
 
 # Where each method's implementation lives (imported on first use, so that importing the
 # registry stays cheap).

@@ -27,9 +27,11 @@ def _log(msg: str) -> None:
 
 
 def step_data(dataset: dict, out: Path) -> None:
-    """Build a dataset's splits: corpus / sft / pool prompts / eval prompts."""
+    """Build a dataset's splits: corpus / sft / pool prompts / eval prompts (embedded), or
+    sft / pool pairs / eval prompts (real datasets, see `step_data_real`)."""
     if dataset["kind"] != "embedded":
-        raise InputError(f"dataset kind {dataset['kind']!r} is not available")
+        step_data_real(dataset, out)
+        return
     from props.task.build import build_splits
 
     splits = build_splits(dataset)
@@ -41,6 +43,40 @@ def step_data(dataset: dict, out: Path) -> None:
     _log(f"data: {', '.join(f'{k}={len(v)}' for k, v in splits.items())} -> {out}")
 
 
+def step_data_real(dataset: dict, out: Path) -> None:
+    """A real dataset (props.datasets) in the embedded one's file layout: sft.jsonl (id,
+    prompt, chosen, rejected), eval.jsonl (prompt_id, prompt) and pool_pairs.jsonl, the
+    private pool already in its final form {pair_id, prompt, response_a, response_b,
+    true_label (1 = a preferred)} with a seeded random a/b order, so that the position
+    carries no information."""
+    from props.datasets import load_splits
+
+    sp = load_splits(dataset)
+    if len(sp.pool) < 2:
+        raise InputError(f"dataset {dataset.get('name', dataset['kind'])!r}: only "
+                         f"{len(sp.pool)} preference pairs in the pool")
+    rng = np.random.default_rng(derive_seed("pool-order", dataset["kind"],
+                                            dataset.get("seed", 0)))
+    swap = rng.random(len(sp.pool)) < 0.5
+    pool = [{"pair_id": f"p{i}", "prompt": p.prompt,
+             "response_a": p.rejected if s else p.chosen,
+             "response_b": p.chosen if s else p.rejected, "true_label": 0 if s else 1}
+            for i, (p, s) in enumerate(zip(sp.pool, swap))]
+    splits = {"sft": [{"id": f"sft{i}", "prompt": p.prompt, "chosen": p.chosen,
+                       "rejected": p.rejected} for i, p in enumerate(sp.sft)],
+              "pool_pairs": pool,
+              "eval": [{"prompt_id": f"e{i}", "prompt": q} for i, q in enumerate(sp.eval_prompts)]}
+    with io.atomic_dir(out) as tmp:
+        for name, rows in splits.items():
+            io.write_jsonl(tmp / f"{name}.jsonl", rows)
+        io.write_json(tmp / "info.json", {"dataset": dataset,
+                                          "sizes": {k: len(v) for k, v in splits.items()},
+                                          "skipped_rows": dict(sp.skipped), **sp.notes})
+    skipped = sum(sp.skipped.values())
+    _log(f"data: {', '.join(f'{k}={len(v)}' for k, v in splits.items())}"
+         f"{f', skipped {skipped} malformed rows' if skipped else ''} -> {out}")
+
+
 # ----------------------------------------------------------------------------- base model
 
 
@@ -50,7 +86,14 @@ def step_base(model_spec: dict, data: Path, out: Path, seed: int, threads: int) 
     set_threads(threads)
     seed_everything(seed)
     if model_spec["source"] != "scratch":
-        raise InputError(f"model source {model_spec['source']!r} is not available")
+        # a pretrained model (hub id, local folder, SmolLM2 wheel) is saved as it is
+        from props.models import count_parameters, load_pretrained, save_model
+
+        model, tok = load_pretrained(model_spec)
+        save_model(model, tok, out)
+        _log(f"base: {model_spec['source']} {model_spec.get('id') or ''} with "
+             f"{count_parameters(model):,} parameters, vocab {len(tok)} -> {out}")
+        return
     import tempfile
 
     from props.lm import encode, train_lm
@@ -120,6 +163,9 @@ def step_pool(dataset: dict, generation: dict, data: Path, base: Path, sft: Path
     from props.models import load_model
     from props.task.build import assemble_pool, label_agreement_with_reward
 
+    if dataset["kind"] != "embedded":
+        _pool_real(generation, data, base, sft, out)
+        return
     prompts = io.read_jsonl(data / "pool_prompts.jsonl")
     sources = dataset["pair_sources"]
     responses: dict[str, list[str]] = {}
@@ -155,6 +201,34 @@ def step_pool(dataset: dict, generation: dict, data: Path, base: Path, sft: Path
                             if any(r[f"source_{k}"] == s for r in rows)},
         })
     _log(f"pool: {len(rows)} pairs from {sources} -> {out}")
+
+
+def _pool_real(generation: dict, data: Path, base: Path, sft: Path, out: Path) -> None:
+    """A real dataset's pool: its pairs as the data step wrote them, plus the cached
+    reference (SFT) and base log-probs of both responses."""
+    from safetensors.torch import save_file
+
+    from props.lm import encode, score_sequences
+    from props.models import load_model
+
+    rows = io.read_jsonl(data / "pool_pairs.jsonl")
+    logps = {}
+    for name, path in (("ref", sft), ("base", base)):
+        model, tok = load_model(path, device())
+        for slot in ("a", "b"):
+            enc = [encode(tok, r["prompt"], r[f"response_{slot}"],
+                          generation["max_prompt_tokens"], generation["max_new_tokens"] + 1)
+                   for r in rows]
+            logps[f"{name}_{slot}"] = score_sequences(model, enc, tok.pad_token_id,
+                                                      batch_size=generation["batch_size"],
+                                                      desc=f"logps:{name}_{slot}")
+    with io.atomic_dir(out) as tmp:
+        io.write_jsonl(tmp / "pool.jsonl", rows)
+        save_file({k: v.contiguous() for k, v in logps.items()}, str(tmp / "logps.safetensors"))
+        io.write_json(tmp / "info.json", {
+            "n_pairs": len(rows), "pair_sources": "dataset",
+            "share_label_a": float(np.mean([r["true_label"] for r in rows]))})
+    _log(f"pool: {len(rows)} dataset pairs -> {out}")
 
 
 # ----------------------------------------------------------------------------- release
