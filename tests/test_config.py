@@ -50,7 +50,7 @@ BAD = {
     "eps negative": (lambda c: c.update(eps=[-1]), "eps"),
     "eps word": (lambda c: c.update(eps=["big"]), "eps"),
     "missing datasets": (lambda c: c.pop("datasets"), "'datasets' is a required property"),
-    "unknown dataset kind": (lambda c: c["datasets"]["reviews"].update(kind="imdb"), "kind"),
+    "unknown dataset kind": (lambda c: c["datasets"]["reviews-smoke"].update(kind="imdb"), "kind"),
     "bad seed": (lambda c: c.update(seeds=[-1]), "seeds"),
 }
 

@@ -33,7 +33,7 @@ def snakemake(work: Path, cfg: Path, *args: str) -> subprocess.CompletedProcess:
 def finished(tmp_path_factory):
     work = tmp_path_factory.mktemp("wf")
     cfg = yaml.safe_load((REPO / "bench" / "config" / "smoke.yaml").read_text())
-    cfg["datasets"]["reviews"].update(n_corpus=1500, n_sft=120, n_pool=120, n_eval=24)
+    cfg["datasets"]["reviews-smoke"].update(n_corpus=1500, n_sft=120, n_pool=120, n_eval=24)
     cfg["seeds"] = [0, 1]
     path = work / "cfg.yaml"
     path.write_text(yaml.safe_dump(cfg))
@@ -89,11 +89,11 @@ def test_rr_flip_rate_of_every_release(finished):
 
 def test_release_shared_across_methods_and_seeded(finished):
     work, _, _ = finished
-    rel = work / "results" / "releases" / "tiny-llama" / "reviews"
+    rel = work / "results" / "releases" / "llama-smoke" / "reviews-smoke"
     a = (rel / "eps0.5" / "seed0.jsonl").read_text()
     b = (rel / "eps0.5" / "seed1.jsonl").read_text()
     assert a != b
-    run = work / "results" / "runs" / "tiny-llama" / "reviews" / "rr" / "eps0.5" / "seed0"
+    run = work / "results" / "runs" / "llama-smoke" / "reviews-smoke" / "rr" / "eps0.5" / "seed0"
     released = {json.loads(x)["pair_id"]: json.loads(x)["released_label"] for x in a.splitlines()}
     for x in (run / "labels.jsonl").read_text().splitlines():
         r = json.loads(x)
@@ -104,7 +104,7 @@ def test_finished_tree_is_up_to_date_and_one_branch_reruns(finished):
     work, path, _ = finished
     r = snakemake(work, path, "-n", "all")
     assert r.returncode == 0 and "Nothing to be done" in r.stdout + r.stderr
-    run = work / "results" / "runs" / "tiny-llama" / "reviews" / "rr" / "eps2" / "seed1"
+    run = work / "results" / "runs" / "llama-smoke" / "reviews-smoke" / "rr" / "eps2" / "seed1"
     shutil.rmtree(run)
     r = snakemake(work, path, "-n", "all")
     out = r.stdout + r.stderr
