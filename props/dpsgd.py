@@ -16,6 +16,11 @@ Why it is built this way:
   is split into physical ones by opacus ``BatchMemoryManager``, so the logical batch size
   does not set memory; an empty logical batch is still a step (noise only), as the
   accountant assumes.
+* Per-pair gradients by opacus hooks mode by default: measured on CPU it beats ghost
+  clipping (two backward passes) and functorch on the tiny Llama and on SmolLM2-135M;
+  ghost clipping is taken when hooks' per-pair gradients would not fit in memory and the
+  model has no tied trainable weights (see `choose_grad_sample_mode`).  Llama RMSNorm
+  and GPT-2 Conv1D get closed-form per-sample rules instead of functorch's vmap.
 * The noise multiplier is calibrated with opacus ``get_noise_multiplier`` for the planned
   number of steps; the accountant the optimizer steps is the one whose eps is reported,
   and the ledger holds everything needed to recompute it.

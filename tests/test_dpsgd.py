@@ -61,7 +61,19 @@ def llama(vocab: int = V):
     return LlamaForCausalLM(cfg)
 
 
-MODELS = {"llama": llama, "gpt2": gpt2}
+def neox(vocab: int = V):
+    """Pythia's architecture (the paper config's pythia-1b)."""
+    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+
+    torch.manual_seed(0)
+    cfg = GPTNeoXConfig(vocab_size=vocab, hidden_size=32, num_hidden_layers=2,
+                        num_attention_heads=4, intermediate_size=64, max_position_embeddings=256,
+                        hidden_dropout=0.0, attention_dropout=0.0, bos_token_id=1, eos_token_id=2,
+                        pad_token_id=0)
+    return GPTNeoXForCausalLM(cfg)
+
+
+MODELS = {"llama": llama, "gpt2": gpt2, "neox": neox}
 
 
 def random_pairs(n: int, seed: int = 0, vocab: int = V, bos: int = 1, eos: int = 2,
@@ -110,7 +122,7 @@ def private_sgd(model, data, mode, *, clip, sigma=0.0, expected=1.0, lr=1.0, see
 # ----------------------------------------------------------------------------- packing
 
 
-@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+@pytest.mark.parametrize("arch", ["llama", "gpt2", "neox"])
 def test_packed_rows_give_the_log_probs_of_separate_sequences(arch):
     model = MODELS[arch]().double().eval()
     data = random_pairs(6)
@@ -130,7 +142,7 @@ def test_packed_rows_give_the_log_probs_of_separate_sequences(arch):
 
 
 CASES = [("llama", "hooks", False), ("llama", "functorch", False), ("llama", "ghost", True),
-         ("gpt2", "hooks", False), ("gpt2", "ghost", True)]
+         ("gpt2", "hooks", False), ("gpt2", "ghost", True), ("neox", "hooks", False)]
 
 
 @pytest.mark.parametrize("arch,mode,freeze", CASES)
