@@ -196,9 +196,8 @@ def step_pool(dataset: dict, generation: dict, data: Path, base: Path, sft: Path
             "label_agrees_with_gold_reward": label_agreement_with_reward(rows),
             "share_label_a": float(np.mean([r["true_label"] for r in rows])),
             "mean_reward": {s: float(np.mean([r[f"reward_{k}"] for r in rows
-                                              if r[f"source_{k}"] == s]))
-                            for s in set(sources) for k in ("a", "b")
-                            if any(r[f"source_{k}"] == s for r in rows)},
+                                              for k in ("a", "b") if r[f"source_{k}"] == s]))
+                            for s in sorted(set(sources))},
         })
     _log(f"pool: {len(rows)} pairs from {sources} -> {out}")
 
