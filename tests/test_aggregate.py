@@ -300,11 +300,11 @@ def test_workflow_inputs_follow_the_config():
     cfg = C.resolve({**raw, "methods": ["dpo", "rr", "props"], "eps": [0.5, "inf"],
                      "seeds": [0, 1]})
     h2h = A.headtohead_files(cfg)
-    assert h2h == [f"results/headtohead/tiny-llama/reviews/props_vs_rr/eps{e}/seed{s}.json"
+    assert h2h == [f"results/headtohead/llama-smoke/reviews-smoke/props_vs_rr/eps{e}/seed{s}.json"
                    for e in ("0.5", "inf") for s in (0, 1)]
     metrics = A.compared_metrics(cfg)
     assert len(metrics) == 8 and not any("/dpo/" in m for m in metrics)
-    assert "results/runs/tiny-llama/reviews/props/epsinf/seed1/metrics.json" in metrics
+    assert "results/runs/llama-smoke/reviews-smoke/props/epsinf/seed1/metrics.json" in metrics
 
 
 def test_evaluation_reports_every_figure_with_its_se():
