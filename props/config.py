@@ -24,7 +24,7 @@ DEFAULTS: dict[str, Any] = {
     "threads": 1,
     "sft": {"epochs": 2, "batch_size": 32, "lr": 1e-3, "warmup_steps": 20, "weight_decay": 0.0,
             "max_grad_norm": 1.0},
-    "dpo": {"beta": 0.1, "lr": 3e-4, "epochs": 2, "batch_size": 32, "warmup_steps": 10,
+    "dpo": {"beta": 0.1, "lr": 1e-4, "epochs": 3, "batch_size": 32, "warmup_steps": 10,
             "weight_decay": 0.0, "max_grad_norm": 1.0},
     "generation": {"max_prompt_tokens": 32, "max_new_tokens": 48, "temperature": 1.0,
                    "batch_size": 128},
