@@ -258,3 +258,40 @@ def test_step_pool_real_caches_logps(tmp_path, tiny_model, tiny_tok):
     assert set(lp) == {"ref_a", "ref_b", "base_a", "base_b"}
     assert all(v.shape == (12,) and (v < 0).all() for v in lp.values())
     assert (lp["ref_a"] == lp["base_a"]).all()  # same weights, same scores
+
+
+# ----------------------------------------------------------------------------- config
+
+
+def test_real_tier_configs_validate():
+    from props import config as C
+
+    root = Path(__file__).resolve().parent.parent / "bench" / "config"
+    for name, n_runs in (("smol-tiny", 1), ("smol", 10), ("paper", 432)):
+        cfg = C.load(root / f"{name}.yaml")
+        assert len(C.grid(cfg)) == n_runs
+    paper = C.load(root / "paper.yaml")
+    assert {m["id"] for m in paper["models"].values()} == {
+        "gpt2-medium", "gpt2-large", "EleutherAI/pythia-1b"}
+    assert {d["kind"] for d in paper["datasets"].values()} == {
+        "truthy-dpo", "hh-rlhf", "alpaca-eval"}
+
+
+def test_config_checks_for_real_data():
+    from props import config as C
+
+    base = {"tier": "t", "models": {"m": {"source": "smollm2"}},
+            "datasets": {"d": {"kind": "hh-rlhf", "path": "x.jsonl"}},
+            "methods": ["rr"], "eps": [1], "seeds": [0], "judge": "local"}
+    assert C.resolve(base)["datasets"]["d"]["on_error"] == "raise"
+    with pytest.raises(C.ConfigError, match="judge 'gold' scores the embedded task only"):
+        C.resolve({**base, "judge": "gold"})
+    with pytest.raises(C.ConfigError, match="unknown judge"):
+        C.resolve({**base, "judge": "oracle"})
+    with pytest.raises(C.ConfigError, match="reward-model:PATH_OR_ID"):
+        C.resolve({**base, "judge": "reward-model"})
+    with pytest.raises(C.ConfigError, match="on_error"):
+        C.resolve({**base, "datasets": {"d": {"kind": "hh-rlhf", "on_error": "ignore"}}})
+    with pytest.raises(C.ConfigError, match="trained from scratch"):
+        C.resolve({**base, "models": {"m": {"source": "scratch"}}})
+    assert C.resolve({**base, "judge": "llm:model=gpt-4,prompt=paper"})["judge"].startswith("llm")
