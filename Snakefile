@@ -12,6 +12,10 @@ include: "bench/rules/aggregate.smk"
 
 rule all:
     input:
+        # every run's metrics.json is a target of its own: Snakemake does not rebuild a
+        # missing intermediate file while the files built from it are up to date, so
+        # without this a deleted run directory would not be rerun
+        run_metrics(),
         "results/summary.csv",
         rules.table1.output,
         rules.table2.output,
