@@ -159,7 +159,7 @@ def step_pool(dataset: dict, generation: dict, data: Path, base: Path, sft: Path
     set_threads(threads)
     from safetensors.torch import save_file
 
-    from props.lm import decode_response, encode, generate, score_sequences
+    from props.lm import decode_response, generate
     from props.models import load_model
     from props.task.build import assemble_pool, label_agreement_with_reward
 
@@ -179,15 +179,7 @@ def step_pool(dataset: dict, generation: dict, data: Path, base: Path, sft: Path
                         desc=f"pool:{src}")
         responses[src] = [decode_response(tok, g) for g in gens]
     rows = assemble_pool(prompts, responses, sources, dataset["bt_temperature"])
-    logps = {}
-    for name, path in (("ref", sft), ("base", base)):
-        model, tok = load_model(path, device())
-        for slot in ("a", "b"):
-            enc = [encode(tok, r["prompt"], r[f"response_{slot}"],
-                          generation["max_prompt_tokens"], generation["max_new_tokens"] + 1)
-                   for r in rows]
-            logps[f"{name}_{slot}"] = score_sequences(model, enc, tok.pad_token_id,
-                                                      desc=f"logps:{name}_{slot}")
+    logps = _pool_logps(rows, generation, base, sft)
     with io.atomic_dir(out) as tmp:
         io.write_jsonl(tmp / "pool.jsonl", rows)
         save_file({k: v.contiguous() for k, v in logps.items()}, str(tmp / "logps.safetensors"))
@@ -202,15 +194,13 @@ def step_pool(dataset: dict, generation: dict, data: Path, base: Path, sft: Path
     _log(f"pool: {len(rows)} pairs from {sources} -> {out}")
 
 
-def _pool_real(generation: dict, data: Path, base: Path, sft: Path, out: Path) -> None:
-    """A real dataset's pool: its pairs as the data step wrote them, plus the cached
-    reference (SFT) and base log-probs of both responses."""
-    from safetensors.torch import save_file
-
+def _pool_logps(rows: list[dict], generation: dict, base: Path, sft: Path) -> dict:
+    """Summed response log-probs of both responses of every pair under the SFT reference
+    (`ref_a`, `ref_b`) and the base model (`base_a`, `base_b`): computed once per pool, so
+    no run recomputes its reference."""
     from props.lm import encode, score_sequences
     from props.models import load_model
 
-    rows = io.read_jsonl(data / "pool_pairs.jsonl")
     logps = {}
     for name, path in (("ref", sft), ("base", base)):
         model, tok = load_model(path, device())
@@ -221,6 +211,16 @@ def _pool_real(generation: dict, data: Path, base: Path, sft: Path, out: Path) -
             logps[f"{name}_{slot}"] = score_sequences(model, enc, tok.pad_token_id,
                                                       batch_size=generation["batch_size"],
                                                       desc=f"logps:{name}_{slot}")
+    return logps
+
+
+def _pool_real(generation: dict, data: Path, base: Path, sft: Path, out: Path) -> None:
+    """A real dataset's pool: its pairs as the data step wrote them, plus the cached
+    reference (SFT) and base log-probs of both responses."""
+    from safetensors.torch import save_file
+
+    rows = io.read_jsonl(data / "pool_pairs.jsonl")
+    logps = _pool_logps(rows, generation, base, sft)
     with io.atomic_dir(out) as tmp:
         io.write_jsonl(tmp / "pool.jsonl", rows)
         save_file({k: v.contiguous() for k, v in logps.items()}, str(tmp / "logps.safetensors"))
