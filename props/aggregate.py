@@ -96,12 +96,7 @@ def runs_frame(files: Iterable[str | Path]) -> pd.DataFrame:
     """Summary rows of the given metrics.json / train.json files, one per run."""
     rows = []
     for p in files:
-        try:
-            m = io.read_json(p)
-        except FileNotFoundError:
-            raise InputError(f"{p}: not found") from None
-        except ValueError as e:
-            raise InputError(f"{p}: not valid JSON ({e})") from None
+        m = io.read_json_input(p)
         if not isinstance(m, dict):
             raise InputError(f"{p}: not a JSON object")
         rows.append(summary_row(m, p))

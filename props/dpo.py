@@ -7,7 +7,6 @@ model is fixed for every method and stage, so recomputing it per run would be wa
 from __future__ import annotations
 
 import math
-import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -15,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from props.lm import Encoded, collate, cosine_schedule, sequence_logps, to_device
+from props.lm import Encoded, collate, cosine_schedule, sequence_logps, shuffled_batches, to_device
 
 
 @dataclass(frozen=True)
@@ -83,17 +82,10 @@ def train_dpo(model, a: Sequence[Encoded], b: Sequence[Encoded], ref_a: torch.Te
     total = max(1, int(round(settings.epochs * math.ceil(n / bs))))
     opt = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
     sched = cosine_schedule(opt, settings.warmup_steps, total)
-    rng = random.Random(seed)
-    order: list[int] = []
     losses, accs = [], []
     model.train()
     bar = tqdm(total=total, desc=desc, mininterval=10)
-    for _ in range(total):
-        if len(order) < bs:
-            perm = list(range(n))
-            rng.shuffle(perm)
-            order += perm
-        idx, order = order[:bs], order[bs:]
+    for idx in shuffled_batches(n, bs, total, seed):
         pc, pr = pair_logps(model, [chosen[i] for i in idx], [rejected[i] for i in idx], pad_id)
         rc, rr = ref_c[idx].to(dev), ref_r[idx].to(dev)
         loss = dpo_loss(pc, pr, rc, rr, settings.beta, flip_rate).mean()

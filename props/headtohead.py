@@ -149,12 +149,7 @@ def load_results(paths: list[str | Path]) -> pd.DataFrame:
     """Head-to-head result files as one frame, one row per (pair, eps, seed)."""
     rows = []
     for p in paths:
-        try:
-            r = io.read_json(p)
-        except FileNotFoundError:
-            raise InputError(f"{p}: not found") from None
-        except ValueError as e:
-            raise InputError(f"{p}: not valid JSON ({e})") from None
+        r = io.read_json_input(p)
         missing = [k for k in RESULT_KEYS if k not in (r if isinstance(r, dict) else {})]
         if missing:
             raise InputError(f"{p}: missing key {missing[0]!r} (not a head-to-head result?)")

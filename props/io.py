@@ -102,6 +102,16 @@ def read_json(path: str | os.PathLike) -> Any:
         return json.load(f)
 
 
+def read_json_input(path: str | os.PathLike) -> Any:
+    """Read a JSON file given by the user: a missing or malformed file is one InputError."""
+    try:
+        return read_json(path)
+    except FileNotFoundError:
+        raise InputError(f"{path}: not found") from None
+    except ValueError as e:
+        raise InputError(f"{path}: not valid JSON ({e})") from None
+
+
 def write_jsonl(path: str | os.PathLike, rows: Iterable[dict]) -> None:
     with atomic_path(path) as tmp, open(tmp, "w") as f:
         for r in rows:

@@ -120,13 +120,26 @@ def cosine_schedule(optimizer, warmup: int, total: int):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, f)
 
 
+def shuffled_batches(n: int, batch_size: int, steps: int, seed: int):
+    """Index batches for `steps` steps: epochs of seeded permutations, cut into batches
+    that may straddle an epoch boundary (every example is seen once per epoch)."""
+    rng = random.Random(seed)
+    order: list[int] = []
+    for _ in range(steps):
+        if len(order) < batch_size:
+            perm = list(range(n))
+            rng.shuffle(perm)
+            order += perm
+        idx, order = order[:batch_size], order[batch_size:]
+        yield idx
+
+
 def train_lm(model, examples: Sequence[Encoded], pad_id: int, *, epochs: float, batch_size: int,
              lr: float, warmup_steps: int, seed: int, weight_decay: float = 0.0,
              max_grad_norm: float = 1.0, desc: str = "train") -> list[float]:
     """Next-token training on the masked positions (whole text for pre-training, the
     response for SFT).  Returns the loss of every step."""
     dev = next(model.parameters()).device
-    rng = random.Random(seed)
     n = len(examples)
     steps_per_epoch = math.ceil(n / batch_size)
     total = max(1, int(round(epochs * steps_per_epoch)))
@@ -134,14 +147,8 @@ def train_lm(model, examples: Sequence[Encoded], pad_id: int, *, epochs: float, 
     sched = cosine_schedule(opt, warmup_steps, total)
     model.train()
     losses: list[float] = []
-    order: list[int] = []
     bar = tqdm(total=total, desc=desc, mininterval=10)
-    for _step in range(total):
-        if len(order) < batch_size:
-            perm = list(range(n))
-            rng.shuffle(perm)
-            order += perm
-        idx, order = order[:batch_size], order[batch_size:]
+    for idx in shuffled_batches(n, batch_size, total, seed):
         batch = to_device(collate([examples[i] for i in idx], pad_id), dev)
         lp = token_logps(model, batch)
         mask = batch["loss_mask"][:, 1:]
