@@ -17,7 +17,7 @@ stage trains on its own partition for `dpo.epochs`, so every pair is seen as oft
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,25 +63,55 @@ def _cached(t: Any, idx: np.ndarray, what: str) -> np.ndarray:
     return torch.as_tensor(t).double()[torch.as_tensor(idx, dtype=torch.long)].numpy()
 
 
-def labeler_margin(ctx: Context, idx: np.ndarray, kind: str) -> np.ndarray:
-    """score(a) - score(b) under the current policy (M_{k-1}) for the pairs `idx`.
+def labeler_margins(ctx: Context, idx: np.ndarray, kinds: Sequence[str]) -> dict[str, np.ndarray]:
+    """score(a) - score(b) under the current policy (M_{k-1}) for the pairs `idx`, for
+    each labeler score in `kinds`, from one forward pass over the pairs.
 
     loglik: summed log-likelihood; loglik_norm: per response token; implicit_reward:
     log pi_M - log pi_SFT (what DPO learned beyond SFT); base_ratio: log pi_M -
     log pi_base (also what SFT learned from the demonstrations).
     """
-    if kind not in LABELER_SCORES:
-        raise InputError(f"unknown labeler score {kind!r} (known: {', '.join(LABELER_SCORES)})")
+    for kind in kinds:
+        if kind not in LABELER_SCORES:
+            raise InputError(f"unknown labeler score {kind!r} (known: {', '.join(LABELER_SCORES)})")
     lp_a, lp_b = response_logps(ctx.policy, ctx, idx)
-    if kind == "loglik":
-        return lp_a - lp_b
-    if kind == "loglik_norm":
-        na = np.array([len(ctx.enc_a[int(i)].response_ids) for i in idx], dtype=np.float64)
-        nb = np.array([len(ctx.enc_b[int(i)].response_ids) for i in idx], dtype=np.float64)
-        return lp_a / np.maximum(na, 1) - lp_b / np.maximum(nb, 1)
+    out: dict[str, np.ndarray] = {}
+    for kind in kinds:
+        if kind == "loglik":
+            out[kind] = lp_a - lp_b
+        elif kind == "loglik_norm":
+            na = np.array([len(ctx.enc_a[int(i)].response_ids) for i in idx], dtype=np.float64)
+            nb = np.array([len(ctx.enc_b[int(i)].response_ids) for i in idx], dtype=np.float64)
+            out[kind] = lp_a / np.maximum(na, 1) - lp_b / np.maximum(nb, 1)
+        elif kind == "implicit_reward":
+            out[kind] = ((lp_a - _cached(ctx.ref_a, idx, "reference"))
+                         - (lp_b - _cached(ctx.ref_b, idx, "reference")))
+        else:
+            out[kind] = ((lp_a - _cached(ctx.base_a, idx, "base-model"))
+                         - (lp_b - _cached(ctx.base_b, idx, "base-model")))
+    return out
+
+
+def labeler_margin(ctx: Context, idx: np.ndarray, kind: str) -> np.ndarray:
+    """The margin of one labeler score (see `labeler_margins`)."""
+    return labeler_margins(ctx, idx, [kind])[kind]
+
+
+def margin_accuracy(margin: np.ndarray, truth: np.ndarray) -> float:
+    """Accuracy of the vote sign(margin) (1 = response a preferred) against `truth`; an
+    exact tie counts half, as a fair coin would score."""
+    vote = np.where(margin > 0, 1.0, np.where(margin < 0, 0.0, 0.5))
+    return float(np.mean(1.0 - np.abs(vote - np.asarray(truth, dtype=np.float64))))
+
+
+def _has_inputs(ctx: Context, kind: str) -> bool:
+    """Whether the cached log-probs a score needs are there (the chosen score must have
+    them; a diagnostic one is skipped without)."""
     if kind == "implicit_reward":
-        return (lp_a - _cached(ctx.ref_a, idx, "reference")) - (lp_b - _cached(ctx.ref_b, idx, "reference"))
-    return (lp_a - _cached(ctx.base_a, idx, "base-model")) - (lp_b - _cached(ctx.base_b, idx, "base-model"))
+        return ctx.ref_a is not None
+    if kind == "base_ratio":
+        return ctx.base_a is not None
+    return True
 
 
 def prior_temperature(kind: str, beta: float) -> float:
@@ -173,7 +203,12 @@ def _run_stages(ctx: Context, name: str, label_stage: StageLabeler,
             rel = read_released(ctx, idx)
             lab = StageLabels(final=rel.copy(), released=rel)
         else:
-            margin = labeler_margin(ctx, idx, kind)
+            # every score comes from the same forward pass; the others are kept only to
+            # report how each would have labelled this stage (diagnostic, never used)
+            others = [s for s in LABELER_SCORES if s != kind and _has_inputs(ctx, s)]
+            margins = labeler_margins(ctx, idx, [kind] + (others if ctx.true_labels is not None
+                                                          else []))
+            margin = margins[kind]
             lab = label_stage(ctx, idx, margin)
         stage_rows = _rows(ctx, idx, k, lab)
         rows += stage_rows
@@ -184,6 +219,9 @@ def _run_stages(ctx: Context, name: str, label_stage: StageLabeler,
             info["true_chosen_length"] = _chosen_length(ctx, idx, truth)
             if lab.model_label is not None:
                 info["labeler_accuracy"] = float(np.mean(lab.model_label == truth))
+            if k >= 2:
+                info["labeler_accuracy_by_score"] = {
+                    s: margin_accuracy(m, truth) for s, m in sorted(margins.items())}
         if lab.error_estimate is not None:
             e = lab.error_estimate
             info.update(labeler_disagreement=e.disagreement, labeler_error_estimate_raw=e.raw,

@@ -330,10 +330,11 @@ def test_fusion_trusts_a_strong_labeler_in_the_method(make_ctx, monkeypatch):
     rng = np.random.default_rng(0)
     truth = ctx.true_labels
 
-    def strong_margin(c, idx, kind):
-        return 4.0 * (2 * truth[idx] - 1) + rng.normal(size=len(idx))
+    def strong_margins(c, idx, kinds):
+        m = 4.0 * (2 * truth[idx] - 1) + rng.normal(size=len(idx))
+        return {k: m for k in kinds}
 
-    monkeypatch.setattr(LM, "labeler_margin", strong_margin)
+    monkeypatch.setattr(LM, "labeler_margins", strong_margins)
     res = run_method("props-fusion", ctx)
     st2 = [r for r in res.label_rows if r["stage"] == 2]
     changed = [r for r in st2 if r["final_label"] != r["released_label"]]
@@ -343,3 +344,24 @@ def test_fusion_trusts_a_strong_labeler_in_the_method(make_ctx, monkeypatch):
     assert s["trusted_share_per_stage"]["2"] >= len(changed) / len(st2) > 0
     rel_acc = np.mean([r["released_label"] == r["true_label"] for r in st2])
     assert s["accuracy_per_stage"]["2"] > rel_acc
+
+
+def test_margin_accuracy_truth_table():
+    truth = np.array([1, 0, 1, 0, 1, 0])
+    margin = np.array([2.0, -1.0, -3.0, 0.5, 0.0, 0.0])
+    # right, right, wrong, wrong, tie, tie
+    assert LM.margin_accuracy(margin, truth) == pytest.approx((1 + 1 + 0 + 0 + 0.5 + 0.5) / 6)
+
+
+@pytest.mark.parametrize("score", ["loglik", "implicit_reward"])
+def test_stage2_reports_every_labeler_score(make_ctx, score):
+    """Stage 2 records how each labeler score would have labelled it; the one in use
+    agrees with the labeler's own accuracy (its votes are the margin's sign)."""
+    ctx = make_ctx(eps=0.5, score=score)
+    res = run_method("props", ctx)
+    st = res.label_summary["per_stage"]
+    assert "labeler_accuracy_by_score" not in st["1"]
+    by = st["2"]["labeler_accuracy_by_score"]
+    assert set(by) == set(LM.LABELER_SCORES)
+    assert by[score] == pytest.approx(st["2"]["labeler_accuracy"])
+    assert all(0.0 <= v <= 1.0 for v in by.values())
