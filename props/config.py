@@ -119,6 +119,8 @@ def check(cfg: dict) -> None:
                               f"(known: {', '.join(DATASET_KINDS)})")
         if d["kind"] == "embedded" and d["n_pool"] < 2 * cfg["props"]["stages"]:
             raise ConfigError(f"config: dataset {name!r}: n_pool must be at least 2 per PROPS stage")
+    for name, d in cfg["datasets"].items():
+        _check_dataset_links(cfg, name, d)
     for name, m in cfg["models"].items():
         if m["source"] in ("hub", "local") and not m.get("id"):
             raise ConfigError(f"config: model {name!r}: source {m['source']!r} needs 'id'")
@@ -134,6 +136,44 @@ def check(cfg: dict) -> None:
     if any(str(e) == "inf" for e in cfg["eps"]) and len(cfg["eps"]) == 1 and any(
             METHODS[m].private for m in cfg["methods"]):
         pass  # private methods at eps = inf are simply their non-private limit
+
+
+# what must be equal for a dataset to reuse another's splits and models
+SHARED_DATA_KEYS = ("kind", "seed", "n_corpus", "n_sft", "n_pool", "n_eval")
+
+
+def _check_dataset_links(cfg: dict, name: str, d: dict) -> None:
+    src = d.get("models_from")
+    if src is not None:
+        if src == name or src not in cfg["datasets"]:
+            raise ConfigError(f"config: dataset {name!r}: models_from {src!r} must name another "
+                              "dataset of the config")
+        other = cfg["datasets"][src]
+        if other.get("models_from") is not None:
+            raise ConfigError(f"config: dataset {name!r}: models_from {src!r}, which itself "
+                              "takes its models from another dataset")
+        if d["kind"] != "embedded":
+            raise ConfigError(f"config: dataset {name!r}: models_from is for the embedded task")
+        for k in SHARED_DATA_KEYS:
+            if d.get(k) != other.get(k):
+                raise ConfigError(f"config: dataset {name!r}: {k} must equal that of {src!r} "
+                                  "to reuse its splits and models")
+    sub = d.get("grid") or {}
+    for key in ("methods", "eps", "seeds"):
+        if key in sub:
+            if key == "eps":
+                top = eps_values(cfg)
+                extra = [v for v, f in zip(sub[key], eps_values(sub)) if f not in top]
+            else:
+                extra = [v for v in sub[key] if v not in cfg[key]]
+            if extra:
+                raise ConfigError(f"config: dataset {name!r}: grid.{key} {extra[0]!r} is not "
+                                  f"in the top-level {key}")
+
+
+def shared_dataset(cfg: dict, dataset: str) -> str:
+    """The dataset whose splits, base and SFT models `dataset` uses (itself by default)."""
+    return cfg["datasets"][dataset].get("models_from") or dataset
 
 
 def load(path: str | Path) -> dict:
@@ -152,18 +192,22 @@ def eps_values(cfg: dict) -> list[float]:
 
 
 def grid(cfg: dict) -> list[dict]:
-    """Every run of the grid: model x dataset x method x eps x seed.
+    """Every run of the grid: model x dataset x method x eps x seed (a dataset's `grid`
+    restricts its own part).
 
     Non-private methods run once, at eps = inf; private ones at every eps of the grid
     (eps = inf included when listed, as the no-noise limit of the mechanism).
     """
     runs = []
     for model in cfg["models"]:
-        for dataset in cfg["datasets"]:
-            for method in cfg["methods"]:
-                eps_list = eps_values(cfg) if METHODS[method].private else [math.inf]
+        for dataset, d in cfg["datasets"].items():
+            sub = d.get("grid") or {}
+            methods = [m for m in cfg["methods"] if m in sub.get("methods", cfg["methods"])]
+            for method in methods:
+                eps_list = eps_values({"eps": sub.get("eps", cfg["eps"])}) \
+                    if METHODS[method].private else [math.inf]
                 for eps in eps_list:
-                    for seed in cfg["seeds"]:
+                    for seed in sub.get("seeds", cfg["seeds"]):
                         runs.append({"model": model, "dataset": dataset, "method": method,
                                      "eps": eps, "seed": seed})
     return runs
@@ -177,7 +221,8 @@ def run_spec(cfg: dict, model: str | None, dataset: str) -> dict:
     keys = ("sft", "dpo", "generation", "judge", "privacy", "props", "dpsgd")
     return {"tier": cfg["tier"],
             "model": {"name": model, **cfg["models"][model]} if model else None,
-            "dataset": {"name": dataset, **cfg["datasets"][dataset]},
+            "dataset": {"name": dataset, **{k: v for k, v in cfg["datasets"][dataset].items()
+                                            if k != "grid"}},
             **{k: cfg[k] for k in keys}}
 
 

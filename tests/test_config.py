@@ -36,6 +36,46 @@ def test_defaults_filled_and_grid_expanded():
     assert rr == {0.5, 2.0}
 
 
+def test_dataset_grid_restriction_and_shared_models():
+    """A dataset's `grid` keeps only its part of the grid (dpo is not in its methods, so
+    it has no dpo run); `models_from` points its splits and models at the other dataset,
+    and the run spec leaves the grid lists out (growing them invalidates nothing)."""
+    cfg = C.resolve(smoke())
+    runs = C.grid(cfg)
+    variant = [(r["method"], r["eps"], r["seed"]) for r in runs
+               if r["dataset"] == "reviews-smoke-onpolicy"]
+    assert variant == [("rr", 0.5, 0)]
+    assert len([r for r in runs if r["dataset"] == "reviews-smoke"]) == 3
+    assert C.shared_dataset(cfg, "reviews-smoke-onpolicy") == "reviews-smoke"
+    assert C.shared_dataset(cfg, "reviews-smoke") == "reviews-smoke"
+    spec = C.run_spec(cfg, "llama-smoke", "reviews-smoke-onpolicy")
+    assert "grid" not in spec["dataset"] and spec["dataset"]["pair_sources"] == ["sft", "sft"]
+    c = smoke()
+    c["datasets"]["reviews-smoke-onpolicy"]["grid"]["eps"] = [0.5, 2]
+    assert C.run_spec(C.resolve(c), "llama-smoke", "reviews-smoke-onpolicy") == spec
+
+
+def test_snakemake_variant_dataset_reuses_models(tmp_path):
+    """Dry run: the variant gets its own pool, built from the other dataset's splits and
+    SFT model; no data, base or SFT job is planned for it."""
+    work = tmp_path / "wf"
+    work.mkdir()
+    r = subprocess.run(["snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(work),
+                        "--configfile", str(REPO / "bench" / "config" / "smoke.yaml"),
+                        "-n", "all"], capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = r.stdout + r.stderr
+    assert "results/models/llama-smoke/reviews-smoke-onpolicy" not in out
+    assert "results/data/reviews-smoke-onpolicy" not in out
+    lines = out.splitlines()
+    at = lines.index("    output: results/pools/llama-smoke/reviews-smoke-onpolicy")
+    inputs = lines[at - 1].split("input:")[1].split(",")
+    assert [i.strip() for i in inputs] == ["results/data/reviews-smoke",
+                                           "results/models/llama-smoke/reviews-smoke/base",
+                                           "results/models/llama-smoke/reviews-smoke/sft"]
+
+
 def _mutate(fn):
     c = copy.deepcopy(smoke())
     fn(c)
@@ -52,6 +92,18 @@ BAD = {
     "missing datasets": (lambda c: c.pop("datasets"), "'datasets' is a required property"),
     "unknown dataset kind": (lambda c: c["datasets"]["reviews-smoke"].update(kind="imdb"), "kind"),
     "bad seed": (lambda c: c.update(seeds=[-1]), "seeds"),
+    "models_from unknown": (lambda c: c["datasets"]["reviews-smoke-onpolicy"].update(
+        models_from="nowhere"), "models_from 'nowhere'"),
+    "models_from other splits": (lambda c: c["datasets"]["reviews-smoke-onpolicy"].update(
+        n_sft=301), "n_sft must equal"),
+    "models_from itself": (lambda c: c["datasets"]["reviews-smoke-onpolicy"].update(
+        models_from="reviews-smoke-onpolicy"), "must name another dataset"),
+    "grid method not in grid": (lambda c: c["datasets"]["reviews-smoke-onpolicy"].update(
+        grid={"methods": ["props"]}), "grid.methods 'props'"),
+    "grid eps not in grid": (lambda c: c["datasets"]["reviews-smoke-onpolicy"].update(
+        grid={"eps": [1.0]}), "grid.eps 1.0"),
+    "grid unknown key": (lambda c: c["datasets"]["reviews-smoke-onpolicy"].update(
+        grid={"method": ["rr"]}), "unknown key 'method'"),
 }
 
 

@@ -33,7 +33,8 @@ def snakemake(work: Path, cfg: Path, *args: str) -> subprocess.CompletedProcess:
 def finished(tmp_path_factory):
     work = tmp_path_factory.mktemp("wf")
     cfg = yaml.safe_load((REPO / "bench" / "config" / "smoke.yaml").read_text())
-    cfg["datasets"]["reviews-smoke"].update(n_corpus=1500, n_sft=120, n_pool=120, n_eval=24)
+    for d in cfg["datasets"].values():  # the on-policy variant must keep equal splits
+        d.update(n_corpus=1500, n_sft=120, n_pool=120, n_eval=24)
     cfg["seeds"] = [0, 1]
     path = work / "cfg.yaml"
     path.write_text(yaml.safe_dump(cfg))
@@ -45,7 +46,8 @@ def finished(tmp_path_factory):
 def test_contracts(finished):
     work, _, cfg = finished
     runs = sorted((work / "results" / "runs").glob("*/*/*/eps*/seed*"))
-    assert len(runs) == 2 * (1 + len(cfg["eps"]))  # (dpo + rr x eps) x seeds
+    # (dpo + rr x eps) x seeds, plus the on-policy variant's rr at eps 0.5 x seeds
+    assert len(runs) == 2 * (1 + len(cfg["eps"])) + 2
     for run in runs:
         m = json.loads((run / "metrics.json").read_text())
         for key in ("method", "model", "dataset", "eps", "delta", "seed", "config", "versions",
@@ -117,3 +119,21 @@ def test_finished_tree_is_up_to_date_and_one_branch_reruns(finished):
     for step in ("data", "base", "sft", "pool", "release", "generate_reference"):
         assert step not in counts, (step, counts)
     assert np.isfinite(counts["total"])
+
+
+def test_variant_dataset_shares_models_but_not_the_pool(finished):
+    """`models_from`: the on-policy variant trains from the same SFT model (no models of
+    its own), on its own pool whose two responses are both SFT samples."""
+    work, _, _ = finished
+    res = work / "results"
+    assert not (res / "models" / "llama-smoke" / "reviews-smoke-onpolicy").exists()
+    assert not (res / "data" / "reviews-smoke-onpolicy").exists()
+    info = json.loads((res / "pools" / "llama-smoke" / "reviews-smoke-onpolicy" / "info.json")
+                      .read_text())
+    assert info["pair_sources"] == ["sft", "sft"]
+    base = json.loads((res / "pools" / "llama-smoke" / "reviews-smoke" / "info.json").read_text())
+    assert base["pair_sources"] == ["writer", "base"]
+    m = json.loads((res / "runs" / "llama-smoke" / "reviews-smoke-onpolicy" / "rr" / "eps0.5"
+                    / "seed0" / "metrics.json").read_text())
+    assert m["config"]["dataset"]["models_from"] == "reviews-smoke"
+    assert m["config"]["dataset"]["pair_sources"] == ["sft", "sft"]

@@ -41,3 +41,15 @@ def run_metrics():
     """metrics.json of every run of the grid."""
     return [METRICS.format(model=r["model"], dataset=r["dataset"], method=r["method"],
                            eps=eps_tag(r["eps"]), seed=r["seed"]) for r in C.grid(CFG)]
+
+
+def data_dir(wc):
+    """The splits a dataset uses (those of its `models_from` dataset, if any)."""
+    return "results/data/" + C.shared_dataset(CFG, wc.dataset)
+
+
+def model_dir(kind):
+    """The base or SFT model a (model, dataset) uses (see `models_from`)."""
+    def f(wc):
+        return f"results/models/{wc.model}/{C.shared_dataset(CFG, wc.dataset)}/{kind}"
+    return f

@@ -39,9 +39,9 @@ rule pool:
     conda:
         "../../envs/props.yaml"
     input:
-        data="results/data/{dataset}",
-        base="results/models/{model}/{dataset}/base",
-        sft="results/models/{model}/{dataset}/sft",
+        data=data_dir,
+        base=model_dir("base"),
+        sft=model_dir("sft"),
     output:
         directory("results/pools/{model}/{dataset}"),
     params:

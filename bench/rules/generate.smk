@@ -5,8 +5,8 @@ rule generate_reference:
     conda:
         "../../envs/props.yaml"
     input:
-        data="results/data/{dataset}",
-        sft="results/models/{model}/{dataset}/sft",
+        data=data_dir,
+        sft=model_dir("sft"),
     output:
         "results/reference/{model}/{dataset}/seed{seed}/generations.jsonl",
     params:
@@ -26,9 +26,9 @@ rule generate:
     conda:
         "../../envs/props.yaml"
     input:
-        data="results/data/{dataset}",
+        data=data_dir,
         policy="results/runs/{model}/{dataset}/{method}/eps{eps}/seed{seed}/policy",
-        sft="results/models/{model}/{dataset}/sft",
+        sft=model_dir("sft"),
     output:
         "results/runs/{model}/{dataset}/{method}/eps{eps}/seed{seed}/generations.jsonl",
     params:

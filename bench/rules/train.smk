@@ -7,8 +7,8 @@ rule train:
     input:
         pool="results/pools/{model}/{dataset}",
         release="results/releases/{model}/{dataset}/eps{eps}/seed{seed}.jsonl",
-        sft="results/models/{model}/{dataset}/sft",
-        base="results/models/{model}/{dataset}/base",
+        sft=model_dir("sft"),
+        base=model_dir("base"),
     output:
         policy=directory("results/runs/{model}/{dataset}/{method}/eps{eps}/seed{seed}/policy"),
         labels="results/runs/{model}/{dataset}/{method}/eps{eps}/seed{seed}/labels.jsonl",
