@@ -30,7 +30,10 @@ SUMMARY_COLUMNS = [
     "eps_spent", "wall_time_train_s",
 ]
 """Fixed columns of summary.csv; `label_accuracy_stage{k}` columns follow, one per PROPS
-stage present in any run (tidy: one row per run, one column per quantity)."""
+stage present in any run, then the stage labelers' (`labeler_score`,
+`labeler_accuracy_stage{k}`, `labeler_error_estimate_stage{k}`,
+`labeler_accuracy_stage{k}_{score}`) where a multi-stage method ran (tidy: one row per
+run, one column per quantity)."""
 
 REQUIRED_KEYS = ("model", "dataset", "method", "eps", "seed")
 
@@ -83,6 +86,19 @@ def summary_row(m: dict, source: str | Path = "metrics") -> dict:
     }
     for stage, acc in (lab.get("accuracy_per_stage") or {}).items():
         row[f"label_accuracy_stage{int(stage)}"] = _num(acc)
+    # the stage-k labeler (k >= 2): its own accuracy, the error rate the method estimated
+    # from the released labels, and the accuracy each labeler score would have had
+    score = lab.get("labeler_score") or lab.get("prior_score")
+    if score:
+        row["labeler_score"] = score
+    for stage, info in (lab.get("per_stage") or {}).items():
+        k = int(stage)
+        if "labeler_accuracy" in info:
+            row[f"labeler_accuracy_stage{k}"] = _num(info["labeler_accuracy"])
+        if "labeler_error_estimate" in info:
+            row[f"labeler_error_estimate_stage{k}"] = _num(info["labeler_error_estimate"])
+        for name, acc in sorted((info.get("labeler_accuracy_by_score") or {}).items()):
+            row[f"labeler_accuracy_stage{k}_{name}"] = _num(acc)
     return row
 
 
@@ -90,6 +106,12 @@ def stage_columns(df: pd.DataFrame) -> list[str]:
     """The per-stage label-accuracy columns present, in stage order."""
     cols = [c for c in df.columns if c.startswith("label_accuracy_stage")]
     return sorted(cols, key=lambda c: int(c.removeprefix("label_accuracy_stage")))
+
+
+def labeler_columns(df: pd.DataFrame) -> list[str]:
+    """The stage-labeler columns present (score in use, then per stage)."""
+    return sorted((c for c in df.columns if c.startswith("labeler_")),
+                  key=lambda c: (c != "labeler_score", c))
 
 
 def runs_frame(files: Iterable[str | Path]) -> pd.DataFrame:
@@ -104,7 +126,7 @@ def runs_frame(files: Iterable[str | Path]) -> pd.DataFrame:
     for c in SUMMARY_COLUMNS:
         if c not in df.columns:
             df[c] = np.nan
-    df = df[SUMMARY_COLUMNS + stage_columns(df)]
+    df = df[SUMMARY_COLUMNS + stage_columns(df) + labeler_columns(df)]
     dup = df.duplicated(["model", "dataset", "method", "eps", "seed"])
     if dup.any():
         r = df[dup].iloc[0]

@@ -334,6 +334,51 @@ def _binomial_cell(sub: pd.DataFrame, col: str, n: float | None, multi: bool) ->
     return fmt_pm(100 * mean, 100 * se, 1)
 
 
+LABELER_SCORES = ("loglik", "loglik_norm", "implicit_reward", "base_ratio")
+
+
+def _labeler_block(g: pd.DataFrame, multi: bool) -> Block | None:
+    """Stage k >= 2 of the multi-stage methods: how accurate the previous stage's model
+    was as a labeler (with the score in use, and with each score it could have used,
+    measured on the same pairs), and what the method estimated its error to be from the
+    released labels alone."""
+    rows = []
+    stages = sorted({int(c.removeprefix("labeler_accuracy_stage")) for c in g.columns
+                     if c.startswith("labeler_accuracy_stage") and
+                     c.removeprefix("labeler_accuracy_stage").isdigit()})
+    for meth in method_order(g["method"].unique()):
+        gm = g[g["method"] == meth]
+        for e in sorted(gm["eps"].unique()):
+            sub = gm[gm["eps"] == e]
+            for k in stages:
+                col = f"labeler_accuracy_stage{k}"
+                if col not in sub or sub[col].notna().sum() == 0:
+                    continue
+                used = sub["labeler_score"].dropna().unique() if "labeler_score" in sub else []
+                est = f"labeler_error_estimate_stage{k}"
+                est_cell = DASH
+                if est in sub and sub[est].notna().any():
+                    mean, se, _ = seed_stat(sub, est)
+                    est_cell = fmt_pm(100 * (1 - mean), 100 * se, 1)
+                n_pairs = sub["n_pairs"].dropna()
+                n_st = sum(1 for c in sub.columns if c.startswith("label_accuracy_stage")
+                           and sub[c].notna().any())
+                n = float(n_pairs.iloc[0]) / max(n_st, 1) if len(n_pairs) else None
+                cells = [meth, fmt_eps(e), str(k), ", ".join(used) or DASH,
+                         _binomial_cell(sub, col, n, multi), est_cell]
+                for name in LABELER_SCORES:
+                    c = f"{col}_{name}"
+                    cells.append(_binomial_cell(sub, c, n, multi) if c in sub else DASH)
+                cells.append(DASH if math.isinf(e) else f"{100 / (1 + math.exp(-e)):.1f}")
+                rows.append(cells)
+    if not rows:
+        return None
+    return Block("Stage labeler accuracy (%): the previous stage's model labelling stage k",
+                 ["method", "eps", "stage", "score in use", "labeler (in use)",
+                  "1 − estimated error"] + [f"with {n}" for n in LABELER_SCORES]
+                 + ["RR expected 1 − g"], rows)
+
+
 def table3(df: pd.DataFrame) -> Table:
     """Privacy guarantee of every method x eps, and the accuracy of the labels each method
     actually trained on (overall and per PROPS stage)."""
@@ -355,6 +400,12 @@ def table3(df: pd.DataFrame) -> Table:
         "released RR labels and its expectation 1 − g. ± is the SE over seeds; with one "
         "seed, the binomial SE over the pairs (per stage: the pool split equally across "
         "stages).",
+        "Stage labeler accuracy: at PROPS stage k >= 2 the model of stage k-1 votes on "
+        "every pair of its partition; the table gives the accuracy of those votes against "
+        "the true labels (measured for reporting only; no method sees the true labels), "
+        "the accuracy the method itself estimated from its disagreement with the released "
+        "labels, and the accuracy the same model would have had with each labeler score. "
+        "A labeler is worth using only where it beats the released labels, 1 − g.",
     ])
     stages = stage_columns(df)
     if len(stages) < 2:  # one stage: the same numbers as "all labels"
@@ -385,6 +436,9 @@ def table3(df: pd.DataFrame) -> Table:
         sec.items.append(Block("Accuracy of the labels trained on (%)",
                                ["method", "eps", "all labels"] + stage_heads
                                + ["released (RR)", "RR expected 1 − g"], lrows))
+        lab = _labeler_block(g, multi)
+        if lab is not None:
+            sec.items.append(lab)
         sec.items.append(f"Seeds: {', '.join(str(int(s)) for s in sorted(g['seed'].unique()))}."
                          + (f" {ONE_SEED_MARK.strip()} one seed: binomial SE." if multi else
                             " One seed: ± is the binomial SE over pairs."))

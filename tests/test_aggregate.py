@@ -69,6 +69,14 @@ def write_grid(root: Path, methods=("dpo", "rr", "props", "dpsgd"), seeds=(0, 1,
                 stages = ({"1": 0.6 + 0.01 * seed, "2": 0.7 + 0.01 * seed}
                           if method == "props" else None)
                 m = run_metrics(method, eps, seed, win, stages=stages, evaluation=evaluation)
+                if method == "props":  # the stage-2 labeler, as label_methods records it
+                    m["labels"]["labeler_score"] = "loglik"
+                    m["labels"]["per_stage"] = {"1": {"n_pairs": 100}, "2": {
+                        "n_pairs": 100, "labeler_accuracy": 0.55 + 0.01 * seed,
+                        "labeler_error_estimate": 0.40,
+                        "labeler_accuracy_by_score": {
+                            "loglik": 0.55 + 0.01 * seed, "loglik_norm": 0.5,
+                            "implicit_reward": 0.8 + 0.01 * seed, "base_ratio": 0.6}}}
                 tag = "inf" if math.isinf(eps) else f"{eps:g}"
                 p = root / "runs" / "m" / "d" / method / f"eps{tag}" / f"seed{seed}" / (
                     "metrics.json" if evaluation else "train.json")
@@ -294,6 +302,7 @@ def test_workflow_inputs_follow_the_config():
     from props import config as C
 
     raw = yaml.safe_load((Path(__file__).parent.parent / "bench/config/smoke.yaml").read_text())
+    raw["datasets"].pop("reviews-smoke-onpolicy")  # one dataset keeps the counts simple
     cfg = C.resolve({**raw, "methods": ["dpo", "rr"], "eps": [0.5, "inf"], "seeds": [0, 1]})
     assert A.headtohead_files(cfg) == [] and A.compared_metrics(cfg) == []
     assert len(A.grid_files(cfg, "train.json")) == 2 + 4
@@ -329,3 +338,21 @@ def test_evaluation_reports_every_figure_with_its_se():
                          "evaluation": ev})
     assert row["mean_reward_se"] == pytest.approx(ev["mean_reward_se"])
     assert row["mean_reward_reference"] == -1.0
+
+
+def test_table3_stage_labeler_accuracy_per_score(tmp_path):
+    """The stage-2 labeler block: accuracy with the score in use, the method's own
+    estimate (1 - estimated error) and every other score, mean ± SE over seeds; stage 1
+    (no labeler) and single-stage methods have no row."""
+    df = A.runs_frame(write_grid(tmp_path, evaluation=False))
+    assert df.loc[df["method"] == "props", "labeler_accuracy_stage2_implicit_reward"].notna().all()
+    assert df.loc[df["method"] == "rr", "labeler_accuracy_stage2"].isna().all()
+    lab = _block(T.table3(df), "Stage labeler").set_index(["method", "eps", "stage"])
+    assert set(lab.index.get_level_values(0)) == {"props"}
+    row = lab.loc[("props", "1", "2")]
+    assert row["score in use"] == "loglik"
+    assert row["labeler (in use)"] == "56.0 ± 0.6"
+    assert row["with implicit_reward"] == "81.0 ± 0.6"
+    assert row["with loglik_norm"] == "50.0 ± 0.0"
+    assert row["1 − estimated error"] == "60.0 ± 0.0"
+    assert row["RR expected 1 − g"] == f"{100 / (1 + math.exp(-1)):.1f}"
