@@ -45,7 +45,7 @@ def run_metrics():
 
 def data_dir(wc):
     """The splits a dataset uses (those of its `models_from` dataset, if any)."""
-    return "results/data/" + C.shared_dataset(CFG, wc.dataset)
+    return f"results/data/{C.shared_dataset(CFG, wc.dataset)}"
 
 
 def model_dir(kind):
