@@ -31,10 +31,8 @@ from props.io import InputError
 from props.lm import score_sequences
 from props.methods import Context, Result, label_privacy, label_rows, register, summarise_labels
 from props.privacy.rr import flip_probability
+from props.registry import LABELER_SCORES
 from props.runtime import derive_seed
-
-LABELER_SCORES = ("loglik", "loglik_norm", "implicit_reward", "base_ratio")
-
 
 # ----------------------------------------------------------------------------- access to labels
 

@@ -54,3 +54,7 @@ METHOD_MODULES: dict[str, str] = {
     "rr-prior": "props.label_methods",
     "dpsgd": "props.dpsgd",
 }
+
+
+# PROPS labeler scores (props.label_methods computes them; tables list them)
+LABELER_SCORES = ("loglik", "loglik_norm", "implicit_reward", "base_ratio")

@@ -19,6 +19,7 @@ import pandas as pd
 
 from props.aggregate import fmt_eps, fmt_pm, seed_stat, stage_columns
 from props.io import InputError
+from props.registry import LABELER_SCORES
 
 ONE_SEED_MARK = " †"
 DASH = "–"
@@ -334,7 +335,14 @@ def _binomial_cell(sub: pd.DataFrame, col: str, n: float | None, multi: bool) ->
     return fmt_pm(100 * mean, 100 * se, 1)
 
 
-LABELER_SCORES = ("loglik", "loglik_norm", "implicit_reward", "base_ratio")
+def _pairs_per_stage(sub: pd.DataFrame, stages: list[str]) -> float | None:
+    """Pairs behind one stage's accuracy: the pool split equally over the stages the
+    runs in `sub` report (the whole pool for a single-stage method)."""
+    n_pairs = sub["n_pairs"].dropna()
+    if not len(n_pairs):
+        return None
+    n_stages = int(sub[stages].notna().any(axis=0).sum()) if stages else 1
+    return float(n_pairs.iloc[0]) / max(n_stages, 1)
 
 
 def _labeler_block(g: pd.DataFrame, multi: bool) -> Block | None:
@@ -360,10 +368,7 @@ def _labeler_block(g: pd.DataFrame, multi: bool) -> Block | None:
                 if est in sub and sub[est].notna().any():
                     mean, se, _ = seed_stat(sub, est)
                     est_cell = fmt_pm(100 * (1 - mean), 100 * se, 1)
-                n_pairs = sub["n_pairs"].dropna()
-                n_st = sum(1 for c in sub.columns if c.startswith("label_accuracy_stage")
-                           and sub[c].notna().any())
-                n = float(n_pairs.iloc[0]) / max(n_st, 1) if len(n_pairs) else None
+                n = _pairs_per_stage(sub, stage_columns(sub))
                 cells = [meth, fmt_eps(e), str(k), ", ".join(used) or DASH,
                          _binomial_cell(sub, col, n, multi), est_cell]
                 for name in LABELER_SCORES:

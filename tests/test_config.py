@@ -149,3 +149,13 @@ def test_snakemake_rejects_bad_config_and_writes_nothing(tmp_path, name):
     lines = [ln for ln in (r.stderr + r.stdout).splitlines() if ln.startswith("config:")]
     assert len(lines) == 1 and BAD[name][1] in lines[0]
     assert not (work / "results").exists()
+
+
+def test_schema_lists_the_labeler_scores_the_code_knows():
+    import json
+
+    from props.registry import LABELER_SCORES
+
+    props = json.loads(C.SCHEMA_PATH.read_text())["properties"]["props"]["properties"]
+    assert props["labeler_score"]["enum"] == list(LABELER_SCORES)
+    assert props["prior_score"]["enum"] == list(LABELER_SCORES)
