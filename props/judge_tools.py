@@ -7,6 +7,13 @@ than 0.8 of the longer's characters) take most of that shortcut away.  A judge's
 the baseline on two answers of equal length, count as half right.  The judge is compared
 with the baseline pair by pair by an exact sign test (McNemar's test when neither has
 ties).
+
+A third reference point is printed because the annotation files share one reference
+generator (text-davinci-003, `output_1`): where most generators are weaker than it, the
+constant "output_1 always wins" is right on most length-balanced pairs (0.65 on the local
+judge's held-out generators) without judging anything.  A judge that never looks at the
+position or the generator (the local judge is antisymmetric by construction) gets no help
+from that prior; its balanced agreement should be read against both numbers.
 """
 
 from __future__ import annotations
@@ -30,12 +37,15 @@ class Scored:
     judge: np.ndarray
     baseline: np.ndarray
     balanced: np.ndarray
+    first_wins: np.ndarray  # GPT-4 preferred output_1 (the shared reference answer)
 
     def summary(self) -> dict:
         b = self.balanced
         return {"n": int(len(self.judge)), "agreement": _mean(self.judge),
                 "baseline": _mean(self.baseline), "n_balanced": int(b.sum()),
                 "balanced": _mean(self.judge[b]), "balanced_baseline": _mean(self.baseline[b]),
+                "first_wins": _mean(self.first_wins),
+                "balanced_first_wins": _mean(self.first_wins[b]),
                 "test": sign_test(self.judge, self.baseline),
                 "test_balanced": sign_test(self.judge[b], self.baseline[b])}
 
@@ -89,7 +99,8 @@ def score_file(judge, path: Path, instruction_filter=None) -> Scored:
                         for p, a in zip(prefs, rows)]),
         baseline=np.array([correctness(length_baseline(a.output_1, a.output_2), a.preference)
                            for a in rows]),
-        balanced=np.array([is_balanced(a.output_1, a.output_2) for a in rows], dtype=bool))
+        balanced=np.array([is_balanced(a.output_1, a.output_2) for a in rows], dtype=bool),
+        first_wins=np.array([float(a.preference == 1.0) for a in rows]))
 
 
 def _fmt(x: float) -> str:
@@ -129,11 +140,15 @@ def agree(judge_spec: str, paths: list[Path], out: Path | None = None,
              f"{_fmt(sm['baseline'])}, balanced baseline {_fmt(sm['balanced_baseline'])}")
     total = Scored(np.concatenate([s.judge for s in parts]),
                    np.concatenate([s.baseline for s in parts]),
-                   np.concatenate([s.balanced for s in parts])).summary()
+                   np.concatenate([s.balanced for s in parts]),
+                   np.concatenate([s.first_wins for s in parts])).summary()
     echo(f"pairs: {total['n']} ({total['n_balanced']} length-balanced), ties excluded"
          + (", instructions the local judge never saw" if held_out_instructions else ""))
     echo(_test_line("all pairs", total["test"]))
     echo(_test_line("balanced pairs", total["test_balanced"]))
+    echo(f"prior, not a judge: output_1 (the shared reference) always wins: "
+         f"{_fmt(total['first_wins'])} on all pairs, {_fmt(total['balanced_first_wins'])} on "
+         "balanced pairs")
     echo(f"overall: agreement {_fmt(total['agreement'])}, balanced {_fmt(total['balanced'])}, "
          f"length baseline {_fmt(total['baseline'])}, balanced baseline "
          f"{_fmt(total['balanced_baseline'])}")

@@ -313,6 +313,9 @@ def test_agree_on_constructed_file(tmp_path, capsys):
     assert agreement == pytest.approx((0 + 1 + 1 + 0 + 0.5) / 5, abs=1e-3)
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["overall"]["n"] == 5 and report["overall"]["n_balanced"] == 3
+    # GPT-4 preferred output_1 on 3 of the 5 decided pairs, all 3 of the balanced ones
+    assert report["overall"]["first_wins"] == pytest.approx(3 / 5)
+    assert report["overall"]["balanced_first_wins"] == pytest.approx(1.0)
 
 
 @pytest.mark.skipif(not os.path.isdir(ANN), reason=f"shared data absent: {ANN}")
