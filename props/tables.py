@@ -121,7 +121,7 @@ TABLE1_METRICS = [
     ("Win-rate against the SFT reference (%)", "win_rate", "win_rate_se", 1),
     ("KL(policy ‖ SFT), nats per answer", "kl_to_sft", "kl_to_sft_se", 2),
     ("Mean answer length (tokens)", "mean_length", "mean_length_se", 1),
-    ("Mean gold reward", "mean_reward", "mean_reward_se", 3),
+    ("Mean reward from the judge (the gold reward on the embedded task)", "mean_reward", "mean_reward_se", 3),
 ]
 
 
@@ -132,7 +132,7 @@ def _reference_note(g: pd.DataFrame) -> str:
             "mean_reward_reference_se"]
     per_seed = g.groupby("seed")[cols].first()
     for col, what, digits in (("mean_length_reference", "mean length", 1),
-                              ("mean_reward_reference", "mean gold reward", 3)):
+                              ("mean_reward_reference", "mean judge reward", 3)):
         mean, se, k = seed_stat(per_seed, col, f"{col}_se")
         if k:
             parts.append(f"{what} {fmt_pm(mean, se, digits)}")
@@ -154,8 +154,9 @@ def table1(df: pd.DataFrame) -> Table:
         "label, DP-SGD protects whole pairs; the SFT demonstrations are public.",
         "Next to the win-rates: the KL divergence of the policy from the SFT reference, "
         "estimated on the evaluation prompts as the mean of log π(y|x) − log π_SFT(y|x) "
-        "over the policy's own answers, the mean answer length and, when the judge is a "
-        "gold reward, the mean reward. A method that wins by drifting far from the "
+        "over the policy's own answers, the mean answer length and, when the judge gives "
+        "each answer a reward (the gold reward of the embedded task, the local judge's or "
+        "a reward model's score), the mean reward. A method that wins by drifting far from the "
         "reference (large KL) or by changing answer length shows it there.",
     ])
     for (model, dataset), g in _groups(df):

@@ -155,7 +155,7 @@ def test_table1_win_rate_with_se_and_drift_blocks(tmp_path):
     assert "±" in kl.loc["rr", "eps=1"]
     assert "±" in _block(t, "Mean answer length").set_index("method").loc["rr", "eps=1"]
     md = T.to_markdown(t)
-    assert "## m / d" in md and "### KL(policy ‖ SFT)" in md and "Mean gold reward" in md
+    assert "## m / d" in md and "### KL(policy ‖ SFT)" in md and "Mean reward from the judge" in md
     assert "SFT reference answers" in md and "mean length 18.0" in md
 
 
