@@ -10,7 +10,7 @@ ties).
 
 A third reference point is printed because the annotation files share one reference
 generator (text-davinci-003, `output_1`): where most generators are weaker than it, the
-constant "output_1 always wins" is right on most length-balanced pairs (0.65 on the local
+constant "output_1 always wins" is right on most length-balanced pairs (0.637 on the local
 judge's held-out generators) without judging anything.  A judge that never looks at the
 position or the generator (the local judge is antisymmetric by construction) gets no help
 from that prior; its balanced agreement should be read against both numbers.
@@ -19,7 +19,7 @@ from that prior; its balanced agreement should be read against both numbers.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +38,10 @@ class Scored:
     baseline: np.ndarray
     balanced: np.ndarray
     first_wins: np.ndarray  # GPT-4 preferred output_1 (the shared reference answer)
+
+    @classmethod
+    def concat(cls, parts: list[Scored]) -> Scored:
+        return cls(*(np.concatenate([getattr(s, f.name) for s in parts]) for f in fields(cls)))
 
     def summary(self) -> dict:
         b = self.balanced
@@ -138,10 +142,7 @@ def agree(judge_spec: str, paths: list[Path], out: Path | None = None,
         echo(f"{annotation_name(f)}: n {sm['n']}, agreement {_fmt(sm['agreement'])}, "
              f"balanced {_fmt(sm['balanced'])} (n {sm['n_balanced']}), length baseline "
              f"{_fmt(sm['baseline'])}, balanced baseline {_fmt(sm['balanced_baseline'])}")
-    total = Scored(np.concatenate([s.judge for s in parts]),
-                   np.concatenate([s.baseline for s in parts]),
-                   np.concatenate([s.balanced for s in parts]),
-                   np.concatenate([s.first_wins for s in parts])).summary()
+    total = Scored.concat(parts).summary()
     echo(f"pairs: {total['n']} ({total['n_balanced']} length-balanced), ties excluded"
          + (", instructions the local judge never saw" if held_out_instructions else ""))
     echo(_test_line("all pairs", total["test"]))
