@@ -125,7 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", required=True, type=_seed)
     s.add_argument("--out", required=True)
 
-    s = add("judge", "judge a run's answers against the reference; write metrics.json")
+    s = add("judge", "judge a run's answers against the reference; write metrics.json",
+            threads=True)
     s.add_argument("--run", type=_existing, help="the run directory (required)")
     s.add_argument("--generations", type=_existing, help="(required)")
     s.add_argument("--reference", type=_existing, help="(required)")
@@ -162,7 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--html", help="also write an HTML version here")
 
     s = add("headtohead", "judge two runs' answers to the same prompts against each other",
-            spec=False)
+            spec=False, threads=True)
     s.add_argument("--a", required=True, type=_existing, help="generations.jsonl of run A")
     s.add_argument("--b", required=True, type=_existing, help="generations.jsonl of run B")
     s.add_argument("--judge", default="gold", help="judge name (default: gold)")
@@ -217,7 +218,9 @@ def dispatch(args) -> None:
         return
     if cmd == "headtohead":
         from props.headtohead import step_headtohead
+        from props.runtime import set_threads
 
+        set_threads(args.threads)
         step_headtohead(args.judge, args.a, args.b, Path(args.out),
                         Path(args.judgements) if args.judgements else None,
                         {"a": args.name_a, "b": args.name_b, "model": args.model,
@@ -261,7 +264,8 @@ def dispatch(args) -> None:
         steps.step_generate(spec["generation"], args.data, args.policy, args.ref, args.seed,
                             out, args.threads)
     elif cmd == "judge":
-        steps.step_judge(spec["judge"], args.run, args.generations, args.reference)
+        steps.step_judge(spec["judge"], args.run, args.generations, args.reference,
+                         args.threads)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -356,11 +356,14 @@ def step_generate(generation: dict, data: Path, policy: Path, ref: Path, seed: i
 # ----------------------------------------------------------------------------- judge
 
 
-def step_judge(judge: str, run_dir: Path, generations: Path, reference: Path) -> None:
+def step_judge(judge: str, run_dir: Path, generations: Path, reference: Path,
+               threads: int = 1) -> None:
     """Judge the run's answers against the SFT reference's answers and write the final
-    metrics.json (training ledger + evaluation)."""
+    metrics.json (training ledger + evaluation).  `threads` bounds a judge that runs a
+    model on this machine (the local judge reads every answer with SmolLM2)."""
     from props.evaluate import evaluate_run
 
+    set_threads(threads)
     train = io.read_json(run_dir / "train.json")
     pol = io.read_jsonl(generations)
     ref = io.read_jsonl(reference)

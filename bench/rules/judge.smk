@@ -14,11 +14,13 @@ rule judge:
     params:
         spec=spec("judge"),
         run=lambda wc, output: os.path.dirname(output.metrics),
+    threads: CFG["threads"]
     log:
         "results/logs/judge/{model}/{dataset}/{method}/eps{eps}/seed{seed}.log",
     shell:
         "props judge --spec {params.spec} --run {params.run} "
-        "--generations {input.generations} --reference {input.reference} > {log} 2>&1"
+        "--generations {input.generations} --reference {input.reference} "
+        "--threads {threads} > {log} 2>&1"
 
 
 # Head to head: the judge compares two runs' answers to the same prompts (same model,
@@ -37,6 +39,7 @@ rule headtohead:
         b="[a-z0-9-]+",
     params:
         judge=CFG["judge"],
+    threads: CFG["threads"]
     log:
         "results/logs/headtohead/{model}/{dataset}/{a}_vs_{b}/eps{eps}/seed{seed}.log",
     benchmark:
@@ -45,4 +48,5 @@ rule headtohead:
         "props headtohead --a {input.a} --b {input.b} --name-a {wildcards.a} "
         "--name-b {wildcards.b} --model {wildcards.model} --dataset {wildcards.dataset} "
         "--eps {wildcards.eps} --seed {wildcards.seed} --judge {params.judge:q} "
-        "--out {output.result} --judgements {output.judgements} > {log} 2>&1"
+        "--out {output.result} --judgements {output.judgements} --threads {threads} "
+        "> {log} 2>&1"
