@@ -137,13 +137,17 @@ def build_parser() -> argparse.ArgumentParser:
     j.add_argument("files", nargs="+", type=_existing,
                    help="AlpacaEval annotation files (*.json.gz) or folders of them")
     j.add_argument("--out", help="also write the report as JSON here")
-    j.add_argument("--held-out-instructions", action="store_true",
-                   help="only instructions the local judge never saw while being fitted")
+    j.add_argument("--instructions", choices=["a", "b"],
+                   help="score one half of the instructions only: a judge fitted with "
+                   "`fit-local --instruction-half a` never saw half b")
     j = jsub.add_parser("fit-local", help="fit the local judge's weights from AlpacaEval "
                         "GPT-4 annotation files")
     j.add_argument("--annotations", type=_existing,
                    help="folder of annotation files (default: shared data)")
     j.add_argument("--out", help="weights JSON (default: the cache's default file)")
+    j.add_argument("--instruction-half", choices=["a", "b"],
+                   help="learn from this half of the instructions only, so that `agree "
+                   "--instructions` can measure the judge on the other half")
 
     s = add("aggregate", "collect every run's metrics.json into results/summary.csv",
             spec=False)

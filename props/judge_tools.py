@@ -119,21 +119,22 @@ def _test_line(label: str, t: dict) -> str:
 
 
 def agree(judge_spec: str, paths: list[Path], out: Path | None = None,
-          held_out_instructions: bool = False, echo=print) -> dict:
+          instructions: str | None = None, echo=print) -> dict:
     """Per file and overall agreement of a judge with GPT-4, next to the length baseline;
     the last line printed reads `overall: agreement A, balanced B, length baseline C,
-    balanced baseline D`."""
+    balanced baseline D`.  `instructions` ("a" or "b") scores one half of the
+    instructions only (see `props.local_judge.instruction_half`)."""
     from props import judges
     from props.datasets import annotation_files, annotation_name
 
     judge = judges.get(judge_spec)
     files = [f for p in paths for f in annotation_files(p)]
     filt = None
-    if held_out_instructions:
-        from props.local_judge import instruction_in_train_half
+    if instructions:
+        from props.local_judge import instruction_half
 
         def filt(instruction: str) -> bool:
-            return not instruction_in_train_half(instruction)
+            return instruction_half(instruction) == instructions
     per_file, parts = {}, []
     for f in files:
         s = score_file(judge, f, filt)
@@ -144,7 +145,7 @@ def agree(judge_spec: str, paths: list[Path], out: Path | None = None,
              f"{_fmt(sm['baseline'])}, balanced baseline {_fmt(sm['balanced_baseline'])}")
     total = Scored.concat(parts).summary()
     echo(f"pairs: {total['n']} ({total['n_balanced']} length-balanced), ties excluded"
-         + (", instructions the local judge never saw" if held_out_instructions else ""))
+         + (f", instructions of half {instructions} only" if instructions else ""))
     echo(_test_line("all pairs", total["test"]))
     echo(_test_line("balanced pairs", total["test_balanced"]))
     echo(f"prior, not a judge: output_1 (the shared reference) always wins: "
@@ -154,7 +155,7 @@ def agree(judge_spec: str, paths: list[Path], out: Path | None = None,
          f"length baseline {_fmt(total['baseline'])}, balanced baseline "
          f"{_fmt(total['balanced_baseline'])}")
     report = {"judge": judge_spec, "files": [str(f) for f in files],
-              "held_out_instructions": held_out_instructions, "per_file": per_file,
+              "instructions": instructions or "all", "per_file": per_file,
               "overall": total}
     if out:
         io.write_json(out, report)
@@ -164,9 +165,10 @@ def agree(judge_spec: str, paths: list[Path], out: Path | None = None,
 def dispatch(args) -> None:
     if args.judge_cmd == "agree":
         agree(args.judge, list(args.files), Path(args.out) if args.out else None,
-              held_out_instructions=args.held_out_instructions)
+              instructions=args.instructions)
     elif args.judge_cmd == "fit-local":
         from props import local_judge as L
 
         L.fit(args.annotations or L.default_annotations_dir(),
-              Path(args.out) if args.out else L.default_weights_path())
+              Path(args.out) if args.out else L.default_weights_path(),
+              half=args.instruction_half)

@@ -305,14 +305,13 @@ def test_local_judge_fit_learns_a_signal(tmp_path, smollm2):
     for name, part in (("gen-a", rows[::2]), ("gen-b", rows[1::2])):
         with gzip.open(d / f"{name}.json.gz", "wt") as f:
             json.dump(part, f)
-    monkey = L.instruction_in_train_half
-    try:
-        L.instruction_in_train_half = lambda s: True
-        w = L.fit(d, tmp_path / "w.json", train_files=("gen-a", "gen-b"), l2_grid=(1e-3,),
-                  lm_grid=(1.0,), layers=(20,), ratio_grid=(0.0,))
-    finally:
-        L.instruction_in_train_half = monkey
-    assert w["n_pairs"] == 24 and w["layer"] == 20 and len(w["w"]) == len(L.feature_names(20))
+    w = L.fit(d, tmp_path / "w.json", train_files=("gen-a", "gen-b"), l2_grid=(1e-3,),
+              lm_grid=(1.0,), layers=(20,), ratio_grid=(0.0,))
+    half = L.fit(d, tmp_path / "h.json", train_files=("gen-a", "gen-b"), l2_grid=(1e-3,),
+                 lm_grid=(1.0,), layers=(20,), ratio_grid=(0.0,), half="b")
+    assert half["n_pairs"] == sum(L.instruction_half(r["instruction"]) == "b" for r in rows)
+    assert 0 < half["n_pairs"] < 24 and half["instructions"] == "half b"
+    assert w["n_pairs"] == 24 and w["instructions"] == "all" and w["layer"] == 20 and len(w["w"]) == len(L.feature_names(20))
     judge = L.LocalJudge.load(tmp_path / "w.json")
     good = judge.scores(["Tell me about cats (99)."],
                         ["Here is a short note about cats and why cats matter to people."])
@@ -385,6 +384,15 @@ def test_agree_on_constructed_file(tmp_path, capsys):
     # GPT-4 preferred output_1 on 3 of the 5 decided pairs, all 3 of the balanced ones
     assert report["overall"]["first_wins"] == pytest.approx(3 / 5)
     assert report["overall"]["balanced_first_wins"] == pytest.approx(1.0)
+    # one half of the instructions: exactly the decided pairs whose instruction is in it
+    from props.local_judge import instruction_half
+
+    for h in ("a", "b"):
+        assert main(["judge", "agree", "--judge", "test-shorter", str(f), "--instructions", h,
+                     "--out", str(tmp_path / f"{h}.json")]) == 0
+        part = json.loads((tmp_path / f"{h}.json").read_text())["overall"]
+        assert part["n"] == sum(instruction_half(f"i{k}") == h
+                                for k, r in enumerate(rows) if r[2] != "0")
 
 
 @pytest.mark.skipif(not os.path.isdir(ANN), reason=f"shared data absent: {ANN}")
