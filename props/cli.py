@@ -222,13 +222,11 @@ def dispatch(args) -> None:
         return
     if cmd == "headtohead":
         from props.headtohead import step_headtohead
-        from props.runtime import set_threads
 
-        set_threads(args.threads)
         step_headtohead(args.judge, args.a, args.b, Path(args.out),
                         Path(args.judgements) if args.judgements else None,
                         {"a": args.name_a, "b": args.name_b, "model": args.model,
-                         "dataset": args.dataset, "eps": args.eps}, args.seed)
+                         "dataset": args.dataset, "eps": args.eps}, args.seed, args.threads)
         return
     if cmd == "figures":
         from props.figures import step_figures

@@ -118,9 +118,13 @@ def compare(judge_name: str, gens_a: list[dict], gens_b: list[dict], seed: int,
 
 def step_headtohead(judge_name: str, gen_a: Path, gen_b: Path, out: Path,
                     judgements: Path | None = None, meta: dict | None = None,
-                    seed: int | None = None) -> dict:
+                    seed: int | None = None, threads: int = 1) -> dict:
     """`props headtohead`: compare two runs' generations; write the result JSON and the
-    per-prompt judgements (JSONL).  Run coordinates not given are read from the paths."""
+    per-prompt judgements (JSONL).  Run coordinates not given are read from the paths;
+    `threads` bounds a judge that runs a model on this machine."""
+    from props.runtime import set_threads
+
+    set_threads(threads)
     meta = {k: v for k, v in (meta or {}).items() if v is not None}
     ra, rb = run_of(gen_a), run_of(gen_b)
     for key in ("model", "dataset", "eps", "seed"):

@@ -29,9 +29,9 @@ MAX_ANSWER = 160
 HIDDEN = 576
 
 
-def lm_feature_names() -> list[str]:
-    return ([f"lm_h{layer}_{i}" for layer in LAYERS for i in range(HIDDEN)]
-            + ["lm_mean_logprob", "lm_std_logprob", "lm_low_logprob_share"])
+# Layout of a feature vector: the mean hidden state at each of LAYERS, then these.
+LOGPROB_NAMES = ("lm_mean_logprob", "lm_std_logprob", "lm_low_logprob_share")
+DIM = len(LAYERS) * HIDDEN + len(LOGPROB_NAMES)
 
 
 class LMFeatureCache:
@@ -91,7 +91,7 @@ class LMFeaturizer:
         instr = tok(instruction, add_special_tokens=False)["input_ids"][:MAX_PROMPT]
         prompt = tok.apply_chat_template([{"role": "user", "content": tok.decode(instr)}],
                                          add_generation_prompt=True, tokenize=True)
-        if isinstance(prompt, dict) or hasattr(prompt, "keys"):
+        if hasattr(prompt, "keys"):  # a BatchEncoding on some transformers versions
             prompt = prompt["input_ids"]
         ans = tok(answer.strip(), add_special_tokens=False)["input_ids"][:MAX_ANSWER]
         return list(prompt) + list(ans), len(prompt)
@@ -115,7 +115,7 @@ class LMFeaturizer:
         for i, (seq, start) in enumerate(batch):
             end = len(seq)
             if end <= start:  # empty answer: all-zero features
-                feats.append(np.zeros(len(LAYERS) * HIDDEN + 3, np.float32))
+                feats.append(np.zeros(DIM, np.float32))
                 continue
             hs = [out.hidden_states[layer][i, start:end].mean(0) for layer in LAYERS]
             lp = tok_lp[i, start - 1:end - 1]
@@ -151,6 +151,5 @@ class LMFeaturizer:
                                        or done == len(items)):
                     print(f"[props] LM features: {done}/{len(items)} new answers "
                           f"({time.time() - t0:.0f}s)", flush=True)
-        dim = len(LAYERS) * HIDDEN + 3
         return (np.stack([have[k] for k in keys]).astype(np.float64) if keys
-                else np.zeros((0, dim)))
+                else np.zeros((0, DIM)))

@@ -44,7 +44,7 @@ from pathlib import Path
 import numpy as np
 
 from props.io import InputError, read_json, write_json
-from props.lm_features import HIDDEN, LAYERS, LM_NAME, LMFeaturizer
+from props.lm_features import HIDDEN, LAYERS, LM_NAME, LOGPROB_NAMES, LMFeaturizer
 
 VERSION = 2
 
@@ -104,28 +104,29 @@ def surface_features(instruction: str, answer: str) -> list[float]:
     ]
 
 
-LOGPROB_FEATURES = ("lm_mean_logprob", "lm_std_logprob", "lm_low_logprob_share")
-
-
 def feature_names(layer: int) -> list[str]:
-    return (list(SURFACE_FEATURES) + list(LOGPROB_FEATURES)
+    return (list(SURFACE_FEATURES) + list(LOGPROB_NAMES)
             + [f"lm_h{layer}_{i}" for i in range(HIDDEN)])
 
 
-def _assemble(lm: np.ndarray, instructions: Sequence[str], answers: Sequence[str],
-              layer: int) -> np.ndarray:
-    """phi(x, y) from the language-model features of `props.lm_features` (every layer):
-    [surface cues, answer log-likelihood stats, mean hidden state at `layer`]."""
-    li = LAYERS.index(layer)
-    surf = np.array([surface_features(i, a) for i, a in zip(instructions, answers)],
+def surface_matrix(instructions: Sequence[str], answers: Sequence[str]) -> np.ndarray:
+    return np.array([surface_features(i, a) for i, a in zip(instructions, answers)],
                     dtype=np.float64).reshape(len(answers), len(SURFACE_FEATURES))
-    return np.hstack([surf, lm[:, -len(LOGPROB_FEATURES):],
+
+
+def _assemble(lm: np.ndarray, surf: np.ndarray, layer: int) -> np.ndarray:
+    """phi(x, y) from the language-model features of `props.lm_features` (every layer)
+    and the surface cues: [surface cues, answer log-likelihood stats, mean hidden state
+    at `layer`]."""
+    li = LAYERS.index(layer)
+    return np.hstack([surf, lm[:, -len(LOGPROB_NAMES):],
                       lm[:, li * HIDDEN:(li + 1) * HIDDEN]])
 
 
 def features(lm: LMFeaturizer, instructions: Sequence[str], answers: Sequence[str],
              layer: int) -> np.ndarray:
-    return _assemble(lm.features(instructions, answers), instructions, answers, layer)
+    return _assemble(lm.features(instructions, answers), surface_matrix(instructions, answers),
+                     layer)
 
 
 # ----------------------------------------------------------------------------- model
@@ -259,6 +260,7 @@ def fit(annotations: str | Path, out: str | Path, train_files: Sequence[str] = T
     instr = [r[0] for r in rows]
     out1, out2 = [r[1] for r in rows], [r[2] for r in rows]
     lm1, lm2 = lm.features(instr, out1), lm.features(instr, out2)
+    surf1, surf2 = surface_matrix(instr, out1), surface_matrix(instr, out2)
     y = np.array([r[3] for r in rows], dtype=np.float64)
     groups = np.array([r[4] for r in rows])
     lengths = np.array([(len(r[1]), len(r[2])) for r in rows])
@@ -266,7 +268,7 @@ def fit(annotations: str | Path, out: str | Path, train_files: Sequence[str] = T
     balanced = ratio > 0.8
     cv, diffs = [], {}
     for layer in layers:
-        d = _assemble(lm2, instr, out2, layer) - _assemble(lm1, instr, out1, layer)
+        d = _assemble(lm2, surf2, layer) - _assemble(lm1, surf1, layer)
         scale = d.std(0)
         scale[scale < 1e-8] = 1.0
         diffs[layer] = (d / scale, scale)
